@@ -1,0 +1,41 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install test lint format typecheck run bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "import jose.backends; assert 'cryptography' in jose.backends.RSAKey.__module__, jose.backends.RSAKey"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests sample_app bench
+	$(VENV)/bin/ruff format --check src tests sample_app bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format src tests sample_app bench
+	$(VENV)/bin/ruff check --fix src tests sample_app bench
+
+# Demo API with the built-in dev issuer (no Azure tenant needed).
+# --h11-max-incomplete-event-size lets a 16 KiB token through uvicorn's header limit.
+run: install
+	ENTRA_DEV_MODE=1 ENTRA_TENANT_ID=$${ENTRA_TENANT_ID:-11111111-1111-1111-1111-111111111111} \
+	ENTRA_CLIENT_ID=$${ENTRA_CLIENT_ID:-22222222-2222-2222-2222-222222222222} \
+	SAMPLE_FINANCE_GROUP_ID=$${SAMPLE_FINANCE_GROUP_ID:-33333333-3333-3333-3333-333333333333} \
+	$(VENV)/bin/uvicorn sample_app.main:app --host $(HOST) --port $(PORT) --h11-max-incomplete-event-size 65536
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

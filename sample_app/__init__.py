@@ -1,0 +1,1 @@
+"""The entra-guard demo API (``uvicorn sample_app.main:app``)."""

@@ -1,0 +1,107 @@
+"""``EntraAuth``: the engine every other piece hangs off.
+
+It owns the HTTP client, the metadata cache, the validator and the
+verified-token cache; there is no module-level state anywhere in entra-guard,
+so two ``EntraAuth`` objects (two APIs, two tenants) never share anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import httpx
+
+from .cache import BoundedTTLCache
+from .crypto import SigningKey
+from .errors import AuthError
+from .http import build_client
+from .metadata import MetadataCache
+from .observer import AuthObserver
+from .principal import Principal
+from .settings import EntraSettings
+from .validation import TokenValidator
+
+logger = logging.getLogger("entra_guard")
+
+
+class EntraAuth:
+    """Validates Entra ID access tokens for one API registration.
+
+    ``async with EntraAuth(settings) as auth: principal = await auth.authenticate(token)``
+    """
+
+    def __init__(
+        self,
+        settings: EntraSettings | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        observer: AuthObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings if settings is not None else EntraSettings()  # type: ignore[call-arg]
+        self.observer = observer or AuthObserver()
+        self._owns_client = http_client is None
+        self.http = http_client if http_client is not None else build_client(self.settings)
+        self.metadata = MetadataCache(self.settings, self.http, observer=self.observer)
+        self.validator = TokenValidator(self.settings, self.metadata, clock=clock)
+        self._clock = clock
+        # sha256(token) -> (principal, key that verified it); expires at the token's exp.
+        self._verified: BoundedTTLCache[bytes, tuple[Principal, SigningKey]] = BoundedTTLCache(
+            self.settings.token_cache_size, clock=clock
+        )
+        if self.settings.dev_mode:
+            logger.warning(
+                "ENTRA_DEV_MODE is on: tokens from the built-in local issuer are accepted. "
+                "Never enable this in production."
+            )
+
+    async def authenticate(self, token: str) -> Principal:
+        """Validate ``token`` and return the caller; raises ``AuthError`` otherwise."""
+        started = time.perf_counter()
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        cached = self._verified.get(digest)
+        if cached is not None and self._key_is_current(cached[1]):
+            self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
+            return cached[0]
+        validated = await self.validator.validate(token)
+        principal = Principal.from_claims(validated.claims, validated.version)
+        self._verified.set(digest, (principal, validated.key), validated.expires_at)
+        self.observer.authenticated(cached=False, seconds=time.perf_counter() - started)
+        return principal
+
+    def _key_is_current(self, key: SigningKey) -> bool:
+        """A cached result dies with its key: rotated-out keys invalidate their tokens."""
+        current = self.metadata.current
+        if current is None:
+            return False
+        if key.kid is not None:
+            return current.keys_by_kid.get(key.kid) is key
+        return key.x5t is not None and current.keys_by_x5t.get(key.x5t) is key
+
+    async def warm_up(self) -> bool:
+        """Fetch metadata now (call it from a lifespan); logs and returns False on failure."""
+        return await self.metadata.warm_up()
+
+    async def aclose(self) -> None:
+        await self.metadata.aclose()
+        self._verified.clear()
+        if self._owns_client:
+            await self.http.aclose()
+
+    async def __aenter__(self) -> EntraAuth:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+__all__ = ["AuthError", "EntraAuth"]

@@ -1,0 +1,124 @@
+"""The only module that talks to python-jose.
+
+python-jose has a history of algorithm-confusion bugs, so it only ever sees
+input we have already checked: keys are built once from RSA JWKs (never from
+PEM strings or token headers), the algorithm is always named explicitly, and
+signatures are verified on bytes our own parser produced. Swapping the JOSE
+library means changing this file alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jose import jwk as jose_jwk
+from jose.exceptions import JOSEError
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+#: Keys shorter than this are refused outright (NIST SP 800-131A).
+MIN_RSA_BITS = 2048
+
+
+def b64url_decode(segment: str) -> bytes:
+    """Strict base64url (RFC 7515 §2): no padding, no foreign characters."""
+    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64url") from exc
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class SigningKey:
+    """One published key of the IdP, parsed once and reused for every token.
+
+    ``verifiers`` holds one prepared python-jose key per accepted algorithm;
+    an empty map means the key exists but cannot verify (wrong ``kty`` / size).
+    """
+
+    kid: str | None
+    x5t: str | None
+    #: ``alg`` the JWK pins itself to, if any.
+    alg: str | None
+    #: ``issuer`` the JWK is scoped to (may contain ``{tenantid}``).
+    issuer: str | None
+    fingerprint: str
+    verifiers: Mapping[str, Any] = field(default_factory=dict)
+
+    def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
+        """True only for a valid signature by this key under ``alg``."""
+        if self.alg is not None and self.alg != alg:
+            return False
+        verifier = self.verifiers.get(alg)
+        if verifier is None:
+            return False
+        try:
+            return bool(verifier.verify(signing_input, signature))
+        except (JOSEError, ValueError, TypeError):
+            return False
+
+
+def jwk_fingerprint(jwk: Mapping[str, Any]) -> str:
+    """Identity of a JWK's key material, used to reuse parsed keys across refreshes."""
+    subset = {k: jwk.get(k) for k in ("kty", "kid", "x5t", "alg", "issuer", "n", "e", "use")}
+    return json.dumps(subset, sort_keys=True)
+
+
+def build_signing_key(jwk: Mapping[str, Any], algorithms: tuple[str, ...]) -> SigningKey:
+    """Parse one JWK from a JWKS document. Non-RSA or weak keys verify nothing."""
+    kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else None
+    x5t = jwk.get("x5t") if isinstance(jwk.get("x5t"), str) else None
+    alg = jwk.get("alg") if isinstance(jwk.get("alg"), str) else None
+    issuer = jwk.get("issuer") if isinstance(jwk.get("issuer"), str) else None
+    verifiers: dict[str, Any] = {}
+    usable = (
+        jwk.get("kty") == "RSA"
+        and jwk.get("use", "sig") == "sig"
+        and isinstance(jwk.get("n"), str)
+        and isinstance(jwk.get("e"), str)
+        and "d" not in jwk  # a private key in a JWKS is a publishing accident: refuse it
+    )
+    if usable:
+        try:
+            modulus = b64url_decode(str(jwk["n"]))
+        except ValueError:
+            modulus = b""
+        if len(modulus.lstrip(b"\0")) * 8 >= MIN_RSA_BITS:
+            public = {"kty": "RSA", "n": jwk["n"], "e": jwk["e"]}
+            for name in algorithms:
+                if alg is not None and alg != name:
+                    continue
+                try:
+                    verifiers[name] = jose_jwk.construct(public, algorithm=name)
+                except (JOSEError, ValueError, TypeError):
+                    continue
+    return SigningKey(
+        kid=kid,
+        x5t=x5t,
+        alg=alg,
+        issuer=issuer,
+        fingerprint=jwk_fingerprint(jwk),
+        verifiers=verifiers,
+    )
+
+
+class RsaSigner:
+    """Signs JWS input with an RSA private key (the fake and dev issuers use it)."""
+
+    def __init__(self, private_key_pem: bytes, alg: str = "RS256") -> None:
+        self.alg = alg
+        self._key = jose_jwk.construct(private_key_pem, algorithm=alg)
+
+    def sign(self, signing_input: bytes) -> bytes:
+        return bytes(self._key.sign(signing_input))

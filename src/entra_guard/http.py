@@ -1,0 +1,84 @@
+"""Outbound HTTP: one client for metadata, token and Graph calls, with hard limits."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+import httpx
+
+from .settings import EntraSettings
+
+#: Largest JSON document we accept from the IdP or Graph.
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+
+
+class FetchError(Exception):
+    """An outbound call failed; ``retry_after`` is set when the server asked for a pause."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def build_client(settings: EntraSettings) -> httpx.AsyncClient:
+    """The client entra-guard uses when the app does not pass its own.
+
+    Proxy and CA settings from ``EntraSettings`` win; otherwise httpx honours
+    the usual ``HTTPS_PROXY`` / ``SSL_CERT_FILE`` environment variables.
+    Redirects are never followed: a redirect from the IdP is an error.
+    """
+    verify: ssl.SSLContext | bool = settings.tls_verify
+    if settings.ca_bundle and settings.tls_verify:
+        verify = ssl.create_default_context(cafile=settings.ca_bundle)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.http_timeout),
+        proxy=settings.http_proxy,
+        verify=verify,
+        trust_env=True,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        headers={"user-agent": "entra-guard"},
+    )
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+async def request_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    **kwargs: Any,
+) -> Any:
+    """Send a request and return its JSON body; every failure is a ``FetchError``."""
+    try:
+        async with client.stream(method, url, **kwargs) as response:
+            if response.status_code != 200:
+                raise FetchError(
+                    f"{method} {url} answered HTTP {response.status_code}",
+                    status=response.status_code,
+                    retry_after=retry_after_seconds(response),
+                )
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise FetchError(f"{method} {url}: response larger than {MAX_RESPONSE_BYTES} B")
+    except httpx.HTTPError as exc:
+        raise FetchError(f"{method} {url} failed: {type(exc).__name__}") from exc
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise FetchError(f"{method} {url}: response is not JSON") from exc

@@ -1,0 +1,132 @@
+"""``EntraAuthMiddleware``: pure ASGI, one job: turn the bearer token into a caller.
+
+It validates the token when one is sent and stores the outcome in the ASGI
+scope; it does not refuse requests by itself, so public routes keep working
+with a bad token. Guards (``entra_guard.guards``) read the outcome and raise
+``AuthError``; this middleware turns any ``AuthError`` raised below it into
+the DESIGN.md §4 response (HTTP) or a 1008 close (WebSocket).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.authentication import AuthCredentials, UnauthenticatedUser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import EntraAuth
+from .errors import AuthError
+from .validation import MAX_TOKEN_LENGTH
+
+logger = logging.getLogger("entra_guard")
+
+#: ASGI scope keys (also reachable as ``request.scope[...]``).
+PRINCIPAL_KEY = "entra_guard.principal"
+ERROR_KEY = "entra_guard.error"
+AUTH_KEY = "entra_guard.auth"
+
+_MISSING = AuthError("missing_token", "This route needs a bearer token")
+_NO_CREDENTIALS = AuthCredentials()
+_ANONYMOUS = UnauthenticatedUser()
+_RESPONSE_STARTED = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.close", "websocket.http.response.start"}
+)
+
+
+def bearer_token(scope: Scope) -> tuple[str | None, AuthError | None]:
+    """The token from ``Authorization: Bearer ...``; never from the query string or cookies."""
+    values = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
+    if not values:
+        return None, _MISSING
+    if len(values) > 1:
+        return None, AuthError("malformed_token", "More than one Authorization header was sent")
+    raw = values[0]
+    scheme, _, credentials = raw.partition(b" ")
+    if scheme.lower() != b"bearer":
+        return None, _MISSING  # Basic, Negotiate, ...: not ours (RFC 6750 §3.1)
+    credentials = credentials.strip(b" \t")
+    if not credentials:
+        return None, AuthError("missing_token", "The bearer token is empty")
+    if len(credentials) > MAX_TOKEN_LENGTH:
+        return None, AuthError(
+            "malformed_token", f"The token is larger than {MAX_TOKEN_LENGTH} bytes"
+        )
+    return credentials.decode("latin-1"), None
+
+
+class EntraAuthMiddleware:
+    """``app.add_middleware(EntraAuthMiddleware, auth=auth)``."""
+
+    def __init__(self, app: ASGIApp, auth: EntraAuth, exclude_paths: Iterable[str] = ()) -> None:
+        self.app = app
+        self.auth = auth
+        self.exclude_paths = tuple(exclude_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope[AUTH_KEY] = self.auth
+        if self.exclude_paths and scope.get("path", "").startswith(self.exclude_paths):
+            self._store(scope, None, _MISSING)
+            await self.app(scope, receive, send)
+            return
+
+        token, error = bearer_token(scope)
+        principal = None
+        if token is not None:
+            try:
+                principal = await self.auth.authenticate(token)
+            except AuthError as exc:
+                error = exc
+        self._store(scope, principal, error)
+
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] in _RESPONSE_STARTED:
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except AuthError as exc:
+            if started:
+                raise
+            await self.reject(scope, send, exc)
+
+    @staticmethod
+    def _store(scope: Scope, principal: Any, error: AuthError | None) -> None:
+        scope[PRINCIPAL_KEY] = principal
+        scope[ERROR_KEY] = error
+        if principal is not None:
+            scope["user"] = principal
+            scope["auth"] = AuthCredentials(sorted(principal.scopes | principal.roles))
+        else:
+            scope["user"] = _ANONYMOUS
+            scope["auth"] = _NO_CREDENTIALS
+
+    async def reject(self, scope: Scope, send: Send, exc: AuthError) -> None:
+        """Send the refusal: JSON + RFC 6750 headers, or a 1008 WebSocket close."""
+        principal = scope.get(PRINCIPAL_KEY)
+        self.auth.observer.rejected(exc.code)
+        logger.info(
+            "request rejected: code=%s status=%s path=%s tid=%s oid=%s app=%s",
+            exc.code,
+            exc.status_code,
+            scope.get("path", ""),
+            getattr(principal, "tenant_id", None),
+            getattr(principal, "object_id", None),
+            getattr(principal, "app_id", None),
+        )
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.code})
+            return
+        body = exc.response_body()
+        headers = exc.response_headers()
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,107 @@
+"""The authenticated caller, built once from validated claims."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+def _str(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _str_set(claims: Mapping[str, Any], name: str) -> frozenset[str]:
+    value = claims.get(name)
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str))
+    return _EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user (delegated token) or an application (app-only token).
+
+    Authorize on ``tenant_id`` + ``object_id``, ``scopes``, ``roles``,
+    ``groups`` and ``wids``; ``name`` and ``preferred_username`` are mutable
+    and for display only.
+    """
+
+    tenant_id: str
+    object_id: str | None
+    subject: str | None
+    app_id: str | None
+    is_app_only: bool
+    scopes: frozenset[str]
+    roles: frozenset[str]
+    groups: frozenset[str]
+    groups_overage: bool
+    wids: frozenset[str]
+    token_version: str
+    name: str | None
+    preferred_username: str | None
+    is_guest: bool
+    claims: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any], version: str) -> Principal:
+        scp = _str(claims, "scp")
+        claim_names = claims.get("_claim_names")
+        overage = (isinstance(claim_names, dict) and "groups" in claim_names) or bool(
+            claims.get("hasgroups") is True
+        )
+        idp, iss = _str(claims, "idp"), _str(claims, "iss")
+        return cls(
+            tenant_id=str(claims["tid"]),
+            object_id=_str(claims, "oid"),
+            subject=_str(claims, "sub"),
+            app_id=_str(claims, "azp") or _str(claims, "appid"),
+            is_app_only=claims.get("idtyp") == "app" or "scp" not in claims,
+            scopes=frozenset(scp.split()) if scp else _EMPTY,
+            roles=_str_set(claims, "roles"),
+            groups=_str_set(claims, "groups"),
+            groups_overage=overage,
+            wids=_str_set(claims, "wids"),
+            token_version=version,
+            name=_str(claims, "name"),
+            preferred_username=_str(claims, "preferred_username") or _str(claims, "upn"),
+            is_guest=claims.get("acct") == 1 or (idp is not None and idp != iss),
+            claims=MappingProxyType(dict(claims)),
+        )
+
+    # Starlette ``BaseUser`` protocol, so ``request.user`` works as usual.
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.preferred_username or self.object_id or self.app_id or ""
+
+    @property
+    def identity(self) -> str:
+        """Stable key for app data: ``{tid}/{oid}`` (falls back to ``sub``)."""
+        return f"{self.tenant_id}/{self.object_id or self.subject or self.app_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (sets as sorted lists, no raw claims): what ``/me`` returns."""
+        return {
+            "tenant_id": self.tenant_id,
+            "object_id": self.object_id,
+            "subject": self.subject,
+            "app_id": self.app_id,
+            "is_app_only": self.is_app_only,
+            "scopes": sorted(self.scopes),
+            "roles": sorted(self.roles),
+            "groups": sorted(self.groups),
+            "groups_overage": self.groups_overage,
+            "wids": sorted(self.wids),
+            "token_version": self.token_version,
+            "name": self.name,
+            "preferred_username": self.preferred_username,
+            "is_guest": self.is_guest,
+        }

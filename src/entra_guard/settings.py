@@ -1,0 +1,208 @@
+"""Configuration, read from ``ENTRA_*`` environment variables or passed in code.
+
+Bad configuration fails at start-up with a message naming the setting, so a
+typo never turns into a confusing 401 at request time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MULTI_TENANT_IDS = frozenset({"organizations", "common"})
+SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
+TOKEN_VERSIONS = frozenset({"1.0", "2.0"})
+
+StrList = Annotated[list[str], NoDecode]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b`` and ``["a", "b"]`` alike (env vars are written both ways)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"ENTRA_{name.upper()} must be an absolute https:// URL, got {value!r}")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"ENTRA_{name.upper()} must use https:// (http:// is only allowed for "
+            f"loopback hosts in tests and dev), got {value!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"ENTRA_{name.upper()} must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+class EntraSettings(BaseSettings):
+    """Everything entra-guard needs to know about your app registration."""
+
+    model_config = SettingsConfigDict(env_prefix="ENTRA_", extra="ignore", frozen=True)
+
+    tenant_id: str = Field(description="Tenant GUID, or `organizations`/`common` (multi-tenant).")
+    client_id: str = Field(description="Application (client) ID of the API's app registration.")
+    audiences: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Accepted `aud` values; default `client_id` and `api://{client_id}`.",
+    )
+    allowed_tenants: StrList = Field(
+        default_factory=list,
+        description="Tenant GUIDs allowed to call (multi-tenant); empty allows every tenant.",
+    )
+    authority_host: str = Field(
+        default="https://login.microsoftonline.com",
+        description="Entra ID authority; national clouds: `https://login.microsoftonline.us`.",
+    )
+    graph_url: str = Field(
+        default="https://graph.microsoft.com",
+        description="Microsoft Graph endpoint used to resolve groups overage.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None, description="Client secret, only needed for groups overage (Graph)."
+    )
+    clock_skew: int = Field(default=300, ge=0, le=3600, description="Leeway for `exp`/`nbf`, s.")
+    allow_acl_tokens: bool = Field(
+        default=False,
+        description="Accept tokens without `scp`/`roles`; the app must then check callers.",
+    )
+    accepted_algorithms: StrList = Field(
+        default_factory=lambda: ["RS256"], description="JWS `alg` allow-list (RSA only)."
+    )
+    accepted_token_versions: StrList = Field(
+        default_factory=lambda: ["1.0", "2.0"], description="Accepted access token versions."
+    )
+    http_timeout: float = Field(default=5.0, gt=0, le=120, description="Outbound HTTP timeout, s.")
+    metadata_refresh: float = Field(
+        default=86400.0, ge=60, description="Background refresh of discovery and keys, s."
+    )
+    min_refresh_interval: float = Field(
+        default=300.0, ge=0, description="Least time between unknown-`kid` JWKS refreshes, s."
+    )
+    token_cache_size: int = Field(
+        default=4096, ge=0, description="Verified-token cache entries (0 disables it)."
+    )
+    groups_cache_ttl: float = Field(
+        default=600.0, ge=0, description="How long resolved group memberships are reused, s."
+    )
+    groups_cache_size: int = Field(default=10000, ge=1, description="Group cache entries.")
+    public_client_id: str | None = Field(
+        default=None, description="Public (SPA) client id for the Swagger UI sign-in."
+    )
+    dev_mode: bool = Field(default=False, description="Serve a local token issuer. Never in prod.")
+    log_pii: bool = Field(default=False, description="Allow names/UPNs in log lines.")
+    http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
+    ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
+    tls_verify: bool = Field(default=True, description="Verify TLS certificates (keep it on).")
+
+    @field_validator("audiences", "allowed_tenants", "accepted_algorithms", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("accepted_token_versions", mode="before")
+    @classmethod
+    def _versions(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        tenant = value.strip().lower()
+        if tenant in MULTI_TENANT_IDS or GUID_RE.match(tenant):
+            return tenant
+        raise ValueError(
+            "ENTRA_TENANT_ID must be the tenant GUID, or 'organizations'/'common' for a "
+            f"multi-tenant API, got {value!r}"
+        )
+
+    @field_validator("client_id")
+    @classmethod
+    def _client(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("ENTRA_CLIENT_ID must not be empty")
+        return value.strip()
+
+    @field_validator("allowed_tenants")
+    @classmethod
+    def _allowed(cls, value: list[str]) -> list[str]:
+        tenants = [t.lower() for t in value]
+        bad = [t for t in tenants if not GUID_RE.match(t)]
+        if bad:
+            raise ValueError(f"ENTRA_ALLOWED_TENANTS must be tenant GUIDs, got {bad!r}")
+        return tenants
+
+    @field_validator("accepted_algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a not in SUPPORTED_ALGORITHMS]
+        if bad or not value:
+            raise ValueError(
+                f"ENTRA_ACCEPTED_ALGORITHMS must be a non-empty subset of "
+                f"{sorted(SUPPORTED_ALGORITHMS)}, got {value!r}"
+            )
+        return value
+
+    @field_validator("accepted_token_versions")
+    @classmethod
+    def _token_versions(cls, value: list[str]) -> list[str]:
+        if not value or any(v not in TOKEN_VERSIONS for v in value):
+            raise ValueError(f"ENTRA_ACCEPTED_TOKEN_VERSIONS must be '1.0' and/or '2.0': {value!r}")
+        return value
+
+    @field_validator("authority_host", "graph_url")
+    @classmethod
+    def _urls(cls, value: str, info: Any) -> str:
+        return _check_base_url(info.field_name, value)
+
+    @field_validator("http_proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https", "socks5"):
+            raise ValueError(f"ENTRA_HTTP_PROXY must be a proxy URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self) -> EntraSettings:
+        if self.audiences is None:
+            object.__setattr__(self, "audiences", [self.client_id, f"api://{self.client_id}"])
+        elif not self.audiences or any(not a.strip() for a in self.audiences):
+            raise ValueError(
+                "ENTRA_AUDIENCES must list at least one non-empty audience "
+                "(leave it unset for the default: client id and api://{client id})"
+            )
+        if (
+            self.allowed_tenants
+            and not self.multi_tenant
+            and self.allowed_tenants != [self.tenant_id]
+        ):
+            raise ValueError(
+                "ENTRA_ALLOWED_TENANTS only applies to a multi-tenant ENTRA_TENANT_ID "
+                "('organizations' or 'common')"
+            )
+        return self
+
+    @property
+    def multi_tenant(self) -> bool:
+        return self.tenant_id in MULTI_TENANT_IDS

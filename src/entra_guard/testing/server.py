@@ -1,0 +1,66 @@
+"""Run any ASGI app under uvicorn on 127.0.0.1 in a background thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from starlette.types import ASGIApp
+
+
+class LiveServer:
+    """A real HTTP server for tests: ``with LiveServer(app) as server: server.url``."""
+
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, **config: Any):
+        import uvicorn  # the ``testing`` extra; imported here so the library never needs it
+
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = self._sock.getsockname()[:2]
+        options: dict[str, Any] = {
+            "log_level": "warning",
+            "lifespan": "on",
+            "http": "h11",
+            "h11_max_incomplete_event_size": 64 * 1024,
+            "timeout_graceful_shutdown": 1,
+        }
+        options.update(config)
+        self._server = uvicorn.Server(uvicorn.Config(app, **options))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> LiveServer:
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

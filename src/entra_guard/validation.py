@@ -1,0 +1,244 @@
+"""Token validation: DESIGN.md §3, in the order the rules are applied.
+
+1. strict parse of the compact JWS (size, shape, base64url, JSON header);
+2. algorithm allow-list; ``jku``/``x5u``/``jwk`` are never looked at;
+3. signing key chosen by ``kid`` (or ``x5t``) from the tenant's JWKS;
+4. signature;
+then, on the now-trusted claims: lifetime, issuer (+ ``tid``), audience,
+``scp``/``roles`` presence, tenant allow-list. No claim is used for any
+decision or look-up before the signature has been verified (§3.10).
+
+Each step is a small function so that the ``inspect`` CLI can replay them one
+by one and show which one failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .crypto import SigningKey, b64url_decode
+from .errors import AuthError
+from .metadata import MetadataCache, TenantMetadata
+from .settings import GUID_RE, EntraSettings
+
+#: Largest token we look at (DESIGN.md §3.1); bigger ones are refused unparsed.
+MAX_TOKEN_LENGTH = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A compact JWS split and its header decoded; nothing in it is trusted yet."""
+
+    header: Mapping[str, Any]
+    alg: str
+    kid: str | None
+    x5t: str | None
+    signing_input: bytes
+    payload_segment: str
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedToken:
+    """Claims that passed every check, and what they were checked against."""
+
+    claims: Mapping[str, Any]
+    version: str
+    key: SigningKey
+    #: ``exp`` as a Unix timestamp.
+    expires_at: float
+
+
+def _malformed(detail: str) -> AuthError:
+    return AuthError("malformed_token", detail)
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        # Two parsers could read two different values (IdM IDX40011 rejects these too).
+        raise ValueError("duplicate member")
+    return result
+
+
+def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(b64url_decode(segment), object_pairs_hook=_object_without_duplicates)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _malformed(f"The token {what} is not base64url-encoded JSON") from exc
+    if not isinstance(value, dict):
+        raise _malformed(f"The token {what} is not a JSON object")
+    return value
+
+
+def parse_token(token: str, accepted_algorithms: tuple[str, ...]) -> ParsedToken:
+    """Rules 1-2: shape, size, header. Raises ``AuthError`` with the DESIGN.md code."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise _malformed(f"The token is larger than {MAX_TOKEN_LENGTH} bytes")
+    if not token.isascii():
+        raise _malformed("The token contains non-ASCII characters")
+    parts = token.split(".")
+    if len(parts) == 5:
+        raise _malformed("Encrypted (JWE) tokens are not accepted; send a signed access token")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise _malformed("The token is not a compact JWS (header.payload.signature)")
+    header_segment, payload_segment, signature_segment = parts
+    header = decode_json_segment(header_segment, "header")
+    alg = header.get("alg")
+    if "enc" in header:
+        raise _malformed("Encrypted (JWE) tokens are not accepted; send a signed access token")
+    if not isinstance(alg, str) or alg not in accepted_algorithms:
+        shown = alg if isinstance(alg, str) and len(alg) <= 16 and alg.isprintable() else "?"
+        raise AuthError(
+            "unsupported_algorithm",
+            f"Algorithm {shown!r} is not accepted (allowed: {', '.join(accepted_algorithms)})",
+        )
+    if "crit" in header:
+        raise _malformed("The token header lists critical extensions this API does not support")
+    kid, x5t = header.get("kid"), header.get("x5t")
+    if (kid is not None and not isinstance(kid, str)) or (
+        x5t is not None and not isinstance(x5t, str)
+    ):
+        raise _malformed("The token header's 'kid'/'x5t' must be strings")
+    try:
+        signature = b64url_decode(signature_segment)
+    except ValueError as exc:
+        raise _malformed("The token signature is not base64url") from exc
+    return ParsedToken(
+        header=header,
+        alg=alg,
+        kid=kid,
+        x5t=x5t,
+        signing_input=f"{header_segment}.{payload_segment}".encode("ascii"),
+        payload_segment=payload_segment,
+        signature=signature,
+    )
+
+
+def verify_signature(parsed: ParsedToken, key: SigningKey) -> dict[str, Any]:
+    """Rule 4. Returns the payload, decoded only once the signature holds."""
+    if not parsed.signature or not key.verify(parsed.alg, parsed.signing_input, parsed.signature):
+        raise AuthError("invalid_signature", "The token signature does not verify")
+    return decode_json_segment(parsed.payload_segment, "payload")
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _malformed(f"The '{name}' claim is not a number")
+    return float(value)
+
+
+def check_lifetime(claims: Mapping[str, Any], now: float, skew: float) -> float:
+    """``exp`` is required; ``exp``/``nbf`` are compared with ``skew`` seconds of leeway."""
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise AuthError("token_expired", "The token has no 'exp' claim")
+    if now > exp + skew:
+        raise AuthError("token_expired", "The token has expired")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and now + skew < nbf:
+        raise AuthError("token_not_yet_valid", "The token is not valid yet ('nbf')")
+    return exp
+
+
+def check_issuer(
+    claims: Mapping[str, Any],
+    metadata: TenantMetadata,
+    key: SigningKey,
+    settings: EntraSettings,
+) -> str:
+    """``iss`` must equal the metadata issuer for the token's ``tid``; returns the version."""
+    iss, tid = claims.get("iss"), claims.get("tid")
+    if not isinstance(iss, str) or not iss:
+        raise AuthError("invalid_issuer", "The token has no 'iss' claim")
+    if not isinstance(tid, str) or not GUID_RE.match(tid):
+        raise AuthError("invalid_issuer", "The token's 'tid' claim is missing or not a GUID")
+    if not settings.multi_tenant and tid != settings.tenant_id:
+        raise AuthError("invalid_issuer", "The token was issued for another tenant")
+    version = next(
+        (
+            v
+            for v, template in metadata.issuers.items()
+            if template.replace("{tenantid}", tid) == iss
+        ),
+        None,
+    )
+    if version is None:
+        raise AuthError("invalid_issuer", "The token's issuer is not this API's tenant issuer")
+    ver = claims.get("ver")
+    if ver is not None and ver != version:
+        raise AuthError("invalid_issuer", "The token's 'ver' does not match its issuer")
+    if key.issuer is not None:
+        # A key scoped to one tenant must not sign for another (Entra signing-key issuer rule).
+        scoped = key.issuer.replace("{tenantid}", tid)
+        if tid not in urlsplit(scoped).path.split("/"):
+            raise AuthError("invalid_issuer", "The signing key is not valid for the token's tenant")
+    return version
+
+
+def check_audience(claims: Mapping[str, Any], audiences: frozenset[str]) -> None:
+    aud = claims.get("aud")
+    values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if not any(isinstance(a, str) and a in audiences for a in values):
+        raise AuthError("invalid_audience", "The token is not meant for this API ('aud')")
+
+
+def check_scopes_or_roles(claims: Mapping[str, Any], allow_acl_tokens: bool) -> None:
+    scp, roles = claims.get("scp"), claims.get("roles")
+    if scp is not None and not isinstance(scp, str):
+        raise _malformed("The 'scp' claim is not a string")
+    if roles is not None and (
+        not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)
+    ):
+        raise _malformed("The 'roles' claim is not a list of strings")
+    if not (scp and scp.strip()) and not roles and not allow_acl_tokens:
+        raise AuthError(
+            "missing_scope_or_role",
+            "The token carries neither 'scp' nor 'roles' (an ID token, or no permission granted)",
+        )
+
+
+def check_allowed_tenant(claims: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    if allowed and claims.get("tid") not in allowed:
+        raise AuthError("tenant_not_allowed", "The caller's tenant is not allowed to use this API")
+
+
+class TokenValidator:
+    """Applies every rule of DESIGN.md §3 to one token."""
+
+    def __init__(
+        self,
+        settings: EntraSettings,
+        metadata: MetadataCache,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.metadata = metadata
+        self.clock = clock
+        self.algorithms = tuple(settings.accepted_algorithms)
+        self.audiences = frozenset(settings.audiences or ())
+        self.allowed_tenants = frozenset(settings.allowed_tenants)
+
+    async def validate(self, token: str) -> ValidatedToken:
+        parsed = parse_token(token, self.algorithms)
+        if parsed.kid is None and parsed.x5t is None:
+            raise AuthError("unknown_key", "The token header names no signing key ('kid')")
+        key = await self.metadata.signing_key(parsed.kid, parsed.x5t)
+        claims = verify_signature(parsed, key)
+        metadata = self.metadata.current
+        assert metadata is not None  # signing_key() loaded it
+        expires_at = check_lifetime(claims, self.clock(), self.settings.clock_skew)
+        version = check_issuer(claims, metadata, key, self.settings)
+        check_audience(claims, self.audiences)
+        check_scopes_or_roles(claims, self.settings.allow_acl_tokens)
+        check_allowed_tenant(claims, self.allowed_tenants)
+        return ValidatedToken(claims=claims, version=version, key=key, expires_at=expires_at)
