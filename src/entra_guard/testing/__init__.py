@@ -18,7 +18,7 @@ from .idp import (
     V1_ISSUER,
     V2_ISSUER,
     FakeEntraID,
-    TestKey,
+    FakeKey,
     sign_token,
 )
 from .server import LiveServer
@@ -30,6 +30,6 @@ __all__ = [
     "V2_ISSUER",
     "FakeEntraID",
     "LiveServer",
-    "TestKey",
+    "FakeKey",
     "sign_token",
 ]

@@ -37,7 +37,7 @@ _DELETE = object()
 
 
 @dataclass
-class TestKey:
+class FakeKey:
     """An RSA key pair the fake publishes (or keeps private, for forgeries)."""
 
     kid: str
@@ -46,7 +46,7 @@ class TestKey:
     signer: RsaSigner
 
     @classmethod
-    def generate(cls, kid: str | None = None, bits: int = 2048) -> TestKey:
+    def generate(cls, kid: str | None = None, bits: int = 2048) -> FakeKey:
         private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
         numbers = private.public_key().public_numbers()
         kid = kid or b64url_encode(secrets.token_bytes(15))
@@ -93,11 +93,11 @@ class FakeEntraID:
         tenant_id: str = DEFAULT_TENANT_ID,
         client_id: str = DEFAULT_CLIENT_ID,
         *,
-        key: TestKey | None = None,
+        key: FakeKey | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.client_id = client_id
-        self.keys: list[TestKey] = [key or TestKey.generate()]
+        self.keys: list[FakeKey] = [key or FakeKey.generate()]
         self.hits: Counter[str] = Counter()
         self.failure: Failure | None = None
         self.response_delay = 0.0
@@ -120,12 +120,12 @@ class FakeEntraID:
     # -- keys ---------------------------------------------------------------------
 
     @property
-    def active_key(self) -> TestKey:
+    def active_key(self) -> FakeKey:
         return self.keys[0]
 
-    def rotate_keys(self, *, keep_old: bool = False) -> TestKey:
+    def rotate_keys(self, *, keep_old: bool = False) -> FakeKey:
         """Publish a new signing key (first in the JWKS); drop the old one unless kept."""
-        new = TestKey.generate()
+        new = FakeKey.generate()
         with self._lock:
             self.keys = [new, *self.keys] if keep_old else [new]
         return new
@@ -215,7 +215,7 @@ class FakeEntraID:
         self,
         claims: Mapping[str, Any] | None = None,
         *,
-        key: TestKey | None = None,
+        key: FakeKey | None = None,
         header: Mapping[str, Any] | None = None,
         alg: str = "RS256",
         **claim_options: Any,
@@ -347,7 +347,7 @@ class FakeEntraID:
         )
 
 
-def sign_token(header: Mapping[str, Any], claims: Mapping[str, Any], key: TestKey) -> str:
+def sign_token(header: Mapping[str, Any], claims: Mapping[str, Any], key: FakeKey) -> str:
     """Compact JWS of ``claims`` signed by ``key`` (header written as given)."""
     head = b64url_encode(json.dumps(header, separators=(",", ":")).encode())
     body = b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
