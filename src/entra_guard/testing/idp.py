@@ -178,7 +178,9 @@ class FakeEntraID:
             claims |= {"appid": DEFAULT_CLIENT_APP_ID, "appidacr": "1" if app_only else "0"}
         if app_only:
             claims["idtyp"] = "app"
-            claims["roles"] = list(roles) if roles is not None else ["Items.Read.All"]
+            app_roles = list(roles) if roles is not None else ["Items.Read.All"]
+            if app_roles:
+                claims["roles"] = app_roles
         else:
             claims["scp"] = " ".join(scopes) if scopes is not None else "Items.Read"
             if roles:
