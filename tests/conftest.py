@@ -50,10 +50,17 @@ def start_api() -> Iterator[Callable[..., str]]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def _shared_api(_fake_entra_server: tuple[FakeEntraID, LiveServer]) -> Iterator[str]:
+    idp, idp_server = _fake_entra_server
+    with LiveServer(create_app(idp.settings(idp_server.url))) as server:
+        yield server.url
+
+
 @pytest.fixture
-def api(start_api: ApiFactory, entra_settings: EntraSettings) -> str:
-    """The sample API, trusting the shared fake Entra ID."""
-    return start_api(entra_settings)
+def api(_shared_api: str, fake_entra: FakeEntraID) -> str:
+    """The sample API (shared by the session), trusting the shared fake Entra ID."""
+    return _shared_api
 
 
 @pytest.fixture
