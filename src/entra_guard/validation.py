@@ -66,9 +66,15 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+#: Built once: ``json.loads(..., object_pairs_hook=...)`` would build a decoder per call.
+_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates)
+
+
 def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(b64url_decode(segment), object_pairs_hook=_object_without_duplicates)
+        raw = b64url_decode(segment)
+        # Exactly what json.loads does with bytes (UTF-8/16/32 detection), minus the set-up.
+        value = _JSON_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _malformed(f"The token {what} is not base64url-encoded JSON") from exc
     if not isinstance(value, dict):
