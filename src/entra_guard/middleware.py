@@ -69,12 +69,8 @@ class EntraAuthMiddleware:
             await self.app(scope, receive, send)
             return
         scope[AUTH_KEY] = self.auth
-        if self.exclude_paths and scope.get("path", "").startswith(self.exclude_paths):
-            self._store(scope, None, _MISSING)
-            await self.app(scope, receive, send)
-            return
-
-        token, error = bearer_token(scope)
+        excluded = bool(self.exclude_paths) and scope.get("path", "").startswith(self.exclude_paths)
+        token, error = (None, _MISSING) if excluded else bearer_token(scope)
         principal = None
         if token is not None:
             try:
