@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from entra_guard import EntraSettings
-from entra_guard.testing import FakeEntraID, LiveServer
+from entra_guard import EntraAuth, EntraAuthMiddleware, EntraSettings
+from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 from sample_app.app import create_app
 
 pytest_plugins = ["entra_guard.testing.pytest_plugin"]
@@ -69,6 +70,21 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
+def protected_app(settings: EntraSettings, **middleware: Any) -> FastAPI:
+    """A bare FastAPI app behind EntraAuthMiddleware, with no start-up warm-up
+    (so the first requests find an empty metadata cache); closes its EntraAuth."""
+    auth = EntraAuth(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await auth.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_middleware(EntraAuthMiddleware, auth=auth, **middleware)
+    return app
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -93,3 +109,50 @@ def assert_refused(response: httpx.Response, status: int, code: str) -> dict[str
     if status == 503:
         assert int(response.headers["retry-after"]) >= 1
     return body
+
+
+# -- groups overage: a fake Microsoft Graph beside the shared fake Entra ID (issue 3) --------
+
+GRAPH_SECRET = "graph-test-secret"
+FINANCE_GROUP = "3f5c9b1e-2d4a-4e6f-8a7b-1c2d3e4f5a6b"
+
+
+@pytest.fixture(scope="session")
+def _fake_graph_server(
+    _fake_entra_server: tuple[FakeEntraID, LiveServer],
+) -> Iterator[tuple[FakeGraph, LiveServer]]:
+    graph = FakeGraph(_fake_entra_server[0])
+    with LiveServer(graph.app) as server:
+        yield graph, server
+
+
+@pytest.fixture
+def fake_graph(
+    _fake_graph_server: tuple[FakeGraph, LiveServer], fake_entra: FakeEntraID
+) -> Iterator[FakeGraph]:
+    """The running fake Graph (memberships, faults and counters reset for every test);
+    the API's client secret is registered with the shared fake Entra ID."""
+    graph = _fake_graph_server[0]
+    graph.reset()
+    fake_entra.confidential_clients[fake_entra.client_id] = GRAPH_SECRET
+    yield graph
+    graph.reset()
+
+
+@pytest.fixture
+def graph_settings(
+    fake_entra: FakeEntraID,
+    fake_entra_url: str,
+    fake_graph: FakeGraph,
+    _fake_graph_server: tuple[FakeGraph, LiveServer],
+) -> EntraSettings:
+    """Settings of an API that resolves groups overage through the fake Graph."""
+    return fake_entra.settings(
+        fake_entra_url, graph_url=_fake_graph_server[1].url, client_secret=GRAPH_SECRET
+    )
+
+
+@pytest.fixture
+def groups_api(start_api: ApiFactory, graph_settings: EntraSettings) -> str:
+    """A fresh sample API (empty group cache) whose /finance needs ``FINANCE_GROUP``."""
+    return start_api(graph_settings, finance_group_id=FINANCE_GROUP)

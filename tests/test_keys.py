@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from entra_guard.testing import FakeEntraID, FakeKey, LiveServer
 
@@ -25,20 +26,19 @@ def test_weak_rsa_key_verifies_nothing(start_api: ApiFactory, client: httpx.Clie
         )
 
 
-def test_private_key_material_in_jwks_is_refused(
-    start_api: ApiFactory, fresh_idp: tuple[FakeEntraID, str], client: httpx.Client
+@pytest.mark.parametrize(
+    "change",
+    [{"d": "AQAB"}, {"use": "enc"}, {"kty": "oct", "k": "c2VjcmV0"}],
+    ids=["private-key-material", "encryption-key", "symmetric-key"],
+)
+def test_jwk_that_is_no_public_rsa_signing_key_verifies_nothing(
+    start_api: ApiFactory,
+    fresh_idp: tuple[FakeEntraID, str],
+    client: httpx.Client,
+    change: dict[str, str],
 ) -> None:
     idp, url = fresh_idp
-    idp.active_key.public_jwk["d"] = "AQAB"
-    api = start_api(idp.settings(url))
-    assert_refused(client.get(f"{api}/me", headers=bearer(idp.token())), 401, "invalid_signature")
-
-
-def test_encryption_key_is_not_a_signing_key(
-    start_api: ApiFactory, fresh_idp: tuple[FakeEntraID, str], client: httpx.Client
-) -> None:
-    idp, url = fresh_idp
-    idp.active_key.public_jwk["use"] = "enc"
+    idp.active_key.public_jwk.update(change)
     api = start_api(idp.settings(url))
     assert_refused(client.get(f"{api}/me", headers=bearer(idp.token())), 401, "invalid_signature")
 

@@ -5,25 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from entra_guard import (
-    EntraAuth,
-    EntraAuthMiddleware,
-    EntraSettings,
-    Principal,
-    require_principal,
-)
+from entra_guard import EntraSettings, Principal, require_principal
 from entra_guard.metadata import MetadataCache
 from entra_guard.testing import FakeEntraID, FakeKey, LiveServer
 
-from .conftest import ApiFactory, assert_refused, bearer
+from .conftest import ApiFactory, assert_refused, bearer, protected_app
 
 V2_DISCOVERY = "/v2.0/.well-known/openid-configuration"
 V1_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
@@ -31,15 +23,7 @@ V1_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 def cold_app(settings: EntraSettings) -> FastAPI:
     """An API with no start-up warm-up, so the first requests find an empty cache."""
-    auth = EntraAuth(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await auth.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.add_middleware(EntraAuthMiddleware, auth=auth)
+    app = protected_app(settings)
 
     @app.get("/me")
     async def me(principal: Annotated[Principal, Depends(require_principal)]) -> dict[str, Any]:

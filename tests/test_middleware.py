@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -14,29 +12,14 @@ import websockets
 from fastapi import Depends, FastAPI, Request, WebSocket
 from starlette.authentication import requires
 
-from entra_guard import (
-    AuthError,
-    EntraAuth,
-    EntraAuthMiddleware,
-    EntraSettings,
-    Principal,
-    require_principal,
-)
+from entra_guard import AuthError, EntraSettings, Principal, require_principal
 from entra_guard.testing import FakeEntraID
 
-from .conftest import ApiFactory, assert_refused, bearer
+from .conftest import ApiFactory, assert_refused, bearer, protected_app
 
 
 def build_app(settings: EntraSettings, **middleware: Any) -> FastAPI:
-    auth = EntraAuth(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await auth.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.add_middleware(EntraAuthMiddleware, auth=auth, **middleware)
+    app = protected_app(settings, **middleware)
 
     @app.get("/whoami")
     async def whoami(request: Request) -> dict[str, Any]:

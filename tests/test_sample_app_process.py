@@ -34,6 +34,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def env_for(idp: FakeEntraID, url: str) -> dict[str, str]:
+    """Point the app at a fake Entra ID (no dev mode)."""
+    return {
+        "ENTRA_TENANT_ID": idp.tenant_id,
+        "ENTRA_CLIENT_ID": idp.client_id,
+        "ENTRA_AUTHORITY_HOST": url,
+    }
+
+
 def uvicorn_command(port: int) -> list[str]:
     # The README's command: the header limit lets a 16 KiB token reach the middleware.
     return [
@@ -104,12 +113,7 @@ def test_dev_mode_mints_tokens_that_the_app_accepts(launch: Launcher) -> None:
 def test_without_dev_mode_there_is_no_dev_issuer(
     launch: Launcher, fake_entra: FakeEntraID, fake_entra_url: str
 ) -> None:
-    env = {
-        "ENTRA_TENANT_ID": fake_entra.tenant_id,
-        "ENTRA_CLIENT_ID": fake_entra.client_id,
-        "ENTRA_AUTHORITY_HOST": fake_entra_url,
-    }
-    url = launch(env)
+    url = launch(env_for(fake_entra, fake_entra_url))
     assert httpx.post(f"{url}/_dev/token", json={}, timeout=10).status_code == 404
     me = httpx.get(f"{url}/me", headers=bearer(fake_entra.token()), timeout=10)
     assert me.status_code == 200, me.text
@@ -118,12 +122,7 @@ def test_without_dev_mode_there_is_no_dev_issuer(
 def test_a_16_kib_token_reaches_the_middleware(
     launch: Launcher, fake_entra: FakeEntraID, fake_entra_url: str
 ) -> None:
-    env = {
-        "ENTRA_TENANT_ID": fake_entra.tenant_id,
-        "ENTRA_CLIENT_ID": fake_entra.client_id,
-        "ENTRA_AUTHORITY_HOST": fake_entra_url,
-    }
-    url = launch(env)
+    url = launch(env_for(fake_entra, fake_entra_url))
     short = fake_entra.token(padding="")
     token = fake_entra.token(padding="x" * ((16 * 1024 - len(short) - 16) * 3 // 4))
     assert 15 * 1024 < len(token) <= 16 * 1024

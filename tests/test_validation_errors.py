@@ -209,15 +209,6 @@ def test_key_pinned_to_another_alg(
     assert_refused(me(client, api, idp.token()), 401, "invalid_signature")
 
 
-def test_non_rsa_key_with_matching_kid(
-    start_api: ApiFactory, fresh_idp: tuple[FakeEntraID, str], client: httpx.Client
-) -> None:
-    idp, url = fresh_idp
-    idp.active_key.public_jwk.update({"kty": "oct", "k": "c2VjcmV0"})
-    api = start_api(idp.settings(url))
-    assert_refused(me(client, api, idp.token()), 401, "invalid_signature")
-
-
 # -- token_expired / token_not_yet_valid -----------------------------------------
 
 

@@ -65,8 +65,10 @@ class EntraAuth:
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         cached = self._verified.get(digest)
         if cached is not None and self._key_is_current(cached[1]):
+            self.observer.token_cache(hit=True)
             self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
             return cached[0]
+        self.observer.token_cache(hit=False)
         validated = await self.validator.validate(token)
         principal = Principal.from_claims(validated.claims, validated.version)
         self._verified.set(digest, (principal, validated.key), validated.expires_at)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ._logging import loggable
 from .crypto import SigningKey, build_signing_key, jwk_fingerprint
 from .errors import AuthError
 from .http import FetchError, request_json
@@ -119,6 +120,7 @@ class MetadataCache:
         elif self._may_force_refresh():
             self._last_forced_refresh = self._clock()
             self._observer.key_refresh(forced=True)
+            logger.info("unknown signing key kid=%s: refreshing the JWKS", loggable(kid or x5t))
             with contextlib.suppress(FetchError, AuthError):
                 metadata = await self._run(full=False)
         key = metadata.key(kid, x5t)
@@ -165,6 +167,8 @@ class MetadataCache:
             return
         if self._failed_at is not None and self._clock() - self._failed_at < FAILURE_RETRY_DELAY:
             return
+        self._observer.key_refresh(forced=False)
+        logger.info("metadata is due for its periodic refresh: reloading in the background")
         task = asyncio.ensure_future(self._run(full=True))
         self._background.add(task)
         task.add_done_callback(self._background_done)
@@ -216,7 +220,8 @@ class MetadataCache:
         # Spread refreshes of many replicas over time (up to +5 %).
         self._refresh_after = self._settings.metadata_refresh * (1 + random.random() * 0.05)  # noqa: S311
         logger.info(
-            "metadata loaded in %.3fs: %d signing keys, versions %s",
+            "%s in %.3fs: %d signing keys, versions %s",
+            "metadata loaded" if full or previous is None else "signing keys refreshed",
             self._clock() - started,
             len(metadata.keys_by_kid),
             ",".join(sorted(metadata.issuers)),

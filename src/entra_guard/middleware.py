@@ -16,9 +16,10 @@ from typing import Any
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._logging import loggable
 from .auth import EntraAuth
 from .errors import AuthError
-from .validation import MAX_TOKEN_LENGTH
+from .validation import MAX_TOKEN_LENGTH, decode_json_segment
 
 logger = logging.getLogger("entra_guard")
 
@@ -54,6 +55,19 @@ def bearer_token(scope: Scope) -> tuple[str | None, AuthError | None]:
             "malformed_token", f"The token is larger than {MAX_TOKEN_LENGTH} bytes"
         )
     return credentials.decode("latin-1"), None
+
+
+def unverified_kid(scope: Scope) -> str | None:
+    """The ``kid`` (or ``x5t``) of the request's token header, for logs only."""
+    token, _ = bearer_token(scope)
+    if token is None:
+        return None
+    try:
+        header = decode_json_segment(token.partition(".")[0], "header")
+    except AuthError:
+        return None
+    kid = header.get("kid", header.get("x5t"))
+    return kid if isinstance(kid, str) else None
 
 
 class EntraAuthMiddleware:
@@ -105,19 +119,35 @@ class EntraAuthMiddleware:
             scope["user"] = _ANONYMOUS
             scope["auth"] = _NO_CREDENTIALS
 
+    def _log_rejection(self, scope: Scope, exc: AuthError) -> None:
+        """One INFO line per refusal: code, kid, and tid/oid/app only once verified.
+
+        Never the token; PII claims (name, UPN) only with ``log_pii``.
+        """
+        principal = scope.get(PRINCIPAL_KEY)  # set only when the token verified
+        fields: dict[str, Any] = {
+            "code": exc.code,
+            "status": exc.status_code,
+            "path": loggable(scope.get("path", ""), 200),
+            "kid": loggable(unverified_kid(scope)),
+            "tid": loggable(getattr(principal, "tenant_id", None)),
+            "oid": loggable(getattr(principal, "object_id", None)),
+            "app": loggable(getattr(principal, "app_id", None)),
+        }
+        if principal is not None and self.auth.settings.log_pii:
+            fields["name"] = loggable(principal.name, 100)
+            fields["upn"] = loggable(principal.preferred_username, 100)
+        logger.info(
+            "request rejected: %s",
+            " ".join(f"{k}={v}" for k, v in fields.items()),
+            extra={f"entra_{k}": v for k, v in fields.items()},
+        )
+
     async def reject(self, scope: Scope, send: Send, exc: AuthError) -> None:
         """Send the refusal: JSON + RFC 6750 headers, or a 1008 WebSocket close."""
-        principal = scope.get(PRINCIPAL_KEY)
         self.auth.observer.rejected(exc.code)
-        logger.info(
-            "request rejected: code=%s status=%s path=%s tid=%s oid=%s app=%s",
-            exc.code,
-            exc.status_code,
-            scope.get("path", ""),
-            getattr(principal, "tenant_id", None),
-            getattr(principal, "object_id", None),
-            getattr(principal, "app_id", None),
-        )
+        if logger.isEnabledFor(logging.INFO):
+            self._log_rejection(scope, exc)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": exc.code})
             return

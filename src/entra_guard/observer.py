@@ -1,27 +1,83 @@
 """Hooks for metrics: subclass ``AuthObserver`` and pass it to ``EntraAuth``.
 
+    auth = EntraAuth(settings, observer=MyObserver())
+
 Every method is a no-op here, so an observer overrides only what it counts.
-Hooks run inline on the request path: keep them cheap and never raise.
+Hooks run inline on the request path (and in background refresh tasks): keep
+them cheap and never raise. They receive no token and no claim values, only
+stable codes and timings, so an observer cannot leak a token by accident.
+
+``entra_guard.contrib.prometheus.PrometheusObserver`` is a ready-made one.
+``CompositeObserver`` fans every event out to several observers.
+
+Durations are seconds (floats) measured with ``time.perf_counter`` or the
+metadata cache's monotonic clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class AuthObserver:
+    """The event interface. All hooks are keyword-only and return nothing."""
+
     def authenticated(self, *, cached: bool, seconds: float) -> None:
         """A token was accepted (``cached``: answered by the verified-token cache)."""
 
     def rejected(self, code: str) -> None:
-        """A request was refused with ``code`` (validation or guard)."""
+        """A request was refused with ``code`` (a DESIGN.md §4 code: validation or guard)."""
+
+    def token_cache(self, *, hit: bool) -> None:
+        """The verified-token cache was consulted for a token: ``hit`` or miss."""
 
     def metadata_fetch(self, *, document: str, ok: bool, seconds: float) -> None:
-        """One discovery or JWKS document was fetched (``document``: v1, v2, jwks)."""
+        """One discovery or JWKS document was fetched (``document``: v1, v2, jwks).
+
+        ``ok=False`` is a failed fetch (network error, HTTP error, unusable body).
+        """
 
     def key_refresh(self, *, forced: bool) -> None:
-        """The key set was reloaded (``forced``: because of an unknown ``kid``)."""
+        """The key set is being reloaded (``forced``: because of an unknown ``kid``;
+        otherwise the periodic background refresh)."""
 
     def graph_call(self, *, ok: bool, seconds: float) -> None:
         """One call to Microsoft Graph or its token endpoint finished."""
 
     def groups_cache(self, *, hit: bool) -> None:
         """A groups overage look-up was answered from cache (``hit``) or not."""
+
+
+class CompositeObserver(AuthObserver):
+    """Send every event to each of ``observers`` in turn (e.g. metrics + tracing)."""
+
+    def __init__(self, observers: Iterable[AuthObserver]) -> None:
+        self.observers: tuple[AuthObserver, ...] = tuple(observers)
+
+    def authenticated(self, *, cached: bool, seconds: float) -> None:
+        for observer in self.observers:
+            observer.authenticated(cached=cached, seconds=seconds)
+
+    def rejected(self, code: str) -> None:
+        for observer in self.observers:
+            observer.rejected(code)
+
+    def token_cache(self, *, hit: bool) -> None:
+        for observer in self.observers:
+            observer.token_cache(hit=hit)
+
+    def metadata_fetch(self, *, document: str, ok: bool, seconds: float) -> None:
+        for observer in self.observers:
+            observer.metadata_fetch(document=document, ok=ok, seconds=seconds)
+
+    def key_refresh(self, *, forced: bool) -> None:
+        for observer in self.observers:
+            observer.key_refresh(forced=forced)
+
+    def graph_call(self, *, ok: bool, seconds: float) -> None:
+        for observer in self.observers:
+            observer.graph_call(ok=ok, seconds=seconds)
+
+    def groups_cache(self, *, hit: bool) -> None:
+        for observer in self.observers:
+            observer.groups_cache(hit=hit)
