@@ -1,24 +1,67 @@
 """Demo API: every entra-guard feature on one small FastAPI app.
 
 Configured only by the environment (``ENTRA_*`` and ``SAMPLE_FINANCE_GROUP_ID``).
+
+| route          | guard                                                             |
+|----------------|-------------------------------------------------------------------|
+| GET /health    | none                                                              |
+| GET /me        | any valid token                                                   |
+| GET /items     | scope Items.Read (delegated) or app role Items.Read.All (app-only) |
+| POST /items    | scope Items.Write                                                 |
+| GET /admin     | app role Admin                                                    |
+| GET /finance   | group SAMPLE_FINANCE_GROUP_ID (overage resolved through Graph)    |
+| WS /ws/items   | same as GET /items                                                |
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import Body, Depends, FastAPI, Security, WebSocket
 
-from entra_guard import EntraAuth, EntraAuthMiddleware, EntraSettings, Principal
-from entra_guard.guards import require_principal
+from entra_guard import (
+    AuthError,
+    EntraAuth,
+    EntraAuthMiddleware,
+    EntraSettings,
+    Principal,
+    require_groups,
+    require_principal,
+    require_roles,
+    require_scopes,
+    require_scopes_or_app_roles,
+    setup_openapi,
+)
+from entra_guard.guards import Guard
+
+read_items = require_scopes_or_app_roles(scopes=["Items.Read"], app_roles=["Items.Read.All"])
+write_items = require_scopes("Items.Write")
+admin = require_roles("Admin")
+
+
+class _Unconfigured(Guard):
+    """/finance when SAMPLE_FINANCE_GROUP_ID is not set: nobody gets in."""
+
+    async def check(self, principal: Principal, scope: object) -> None:
+        raise AuthError("missing_group", "SAMPLE_FINANCE_GROUP_ID is not configured")
+
+
+def finance_guard(group_id: str | None = None) -> Guard:
+    group = (group_id or os.environ.get("SAMPLE_FINANCE_GROUP_ID", "")).strip()
+    return require_groups(group) if group else _Unconfigured()
 
 
 def create_app(
-    settings: EntraSettings | None = None, *, http_client: httpx.AsyncClient | None = None
+    settings: EntraSettings | None = None,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    finance_group_id: str | None = None,
 ) -> FastAPI:
+    """The demo app; ``finance_group_id`` defaults to ``SAMPLE_FINANCE_GROUP_ID``."""
     settings = settings if settings is not None else EntraSettings()  # type: ignore[call-arg]
     dev_issuer = None
     if settings.dev_mode and http_client is None:
@@ -26,6 +69,8 @@ def create_app(
 
         dev_issuer = DevIssuer(settings)
         http_client = dev_issuer.client
+        settings = dev_issuer.settings  # with the dev Graph's client secret
+    finance = finance_guard(finance_group_id)
     auth = EntraAuth(settings, http_client=http_client)
 
     @asynccontextmanager
@@ -41,6 +86,7 @@ def create_app(
     app = FastAPI(title="entra-guard sample API", lifespan=lifespan)
     app.add_middleware(EntraAuthMiddleware, auth=auth)
     app.state.auth = auth
+    setup_openapi(app, auth)
     if dev_issuer is not None:
         app.include_router(dev_issuer.router)
 
@@ -51,5 +97,32 @@ def create_app(
     @app.get("/me")
     async def me(principal: Annotated[Principal, Depends(require_principal)]) -> dict[str, Any]:
         return principal.to_dict()
+
+    @app.get("/items")
+    async def list_items(principal: Annotated[Principal, Security(read_items)]) -> dict[str, Any]:
+        return {"items": [{"id": 1, "name": "apple"}], "caller": principal.identity}
+
+    @app.post("/items", status_code=201)
+    async def create_item(
+        principal: Annotated[Principal, Security(write_items)],
+        item: Annotated[dict[str, Any] | None, Body()] = None,
+    ) -> dict[str, Any]:
+        return {"id": 2, "item": item or {}, "created_by": principal.identity}
+
+    @app.get("/admin", dependencies=[Security(admin)])
+    async def admin_area() -> dict[str, str]:
+        return {"area": "admin"}
+
+    @app.get("/finance", dependencies=[Security(finance)])
+    async def finance_area() -> dict[str, str]:
+        return {"area": "finance"}
+
+    @app.websocket("/ws/items")
+    async def items_feed(
+        websocket: WebSocket, principal: Annotated[Principal, Depends(read_items)]
+    ) -> None:
+        await websocket.accept()
+        await websocket.send_json({"items": [{"id": 1, "name": "apple"}]})
+        await websocket.close()
 
     return app

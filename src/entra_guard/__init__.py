@@ -2,9 +2,24 @@
 
 from .auth import EntraAuth
 from .errors import AuthError
-from .guards import require_principal
+from .guards import (
+    Guard,
+    all_of,
+    any_of,
+    refuse_guests,
+    require_app_only,
+    require_delegated,
+    require_directory_roles,
+    require_groups,
+    require_principal,
+    require_roles,
+    require_scopes,
+    require_scopes_or_app_roles,
+    require_tenants,
+)
 from .middleware import EntraAuthMiddleware
 from .observer import AuthObserver
+from .openapi import setup_openapi
 from .principal import Principal
 from .settings import EntraSettings
 
@@ -14,6 +29,19 @@ __all__ = [
     "EntraAuth",
     "EntraAuthMiddleware",
     "EntraSettings",
+    "Guard",
     "Principal",
+    "all_of",
+    "any_of",
+    "refuse_guests",
+    "require_app_only",
+    "require_delegated",
+    "require_directory_roles",
+    "require_groups",
     "require_principal",
+    "require_roles",
+    "require_scopes",
+    "require_scopes_or_app_roles",
+    "require_tenants",
+    "setup_openapi",
 ]

@@ -18,6 +18,7 @@ import httpx
 from .cache import BoundedTTLCache
 from .crypto import SigningKey
 from .errors import AuthError
+from .graph import GraphClient
 from .http import build_client
 from .metadata import MetadataCache
 from .observer import AuthObserver
@@ -48,6 +49,8 @@ class EntraAuth:
         self.http = http_client if http_client is not None else build_client(self.settings)
         self.metadata = MetadataCache(self.settings, self.http, observer=self.observer)
         self.validator = TokenValidator(self.settings, self.metadata, clock=clock)
+        #: Resolves groups overage through Microsoft Graph (only used by group guards).
+        self.graph = GraphClient(self.settings, self.http, observer=self.observer)
         self._clock = clock
         # sha256(token) -> (principal, key that verified it); expires at the token's exp.
         self._verified: BoundedTTLCache[bytes, tuple[Principal, SigningKey]] = BoundedTTLCache(
@@ -88,7 +91,14 @@ class EntraAuth:
         """Fetch metadata now (call it from a lifespan); logs and returns False on failure."""
         return await self.metadata.warm_up()
 
+    async def group_ids(self, principal: Principal) -> frozenset[str]:
+        """The caller's transitive group ids: the token's ``groups`` claim, or Microsoft
+        Graph when the token carries the overage marker (raises 503 ``groups_unavailable``
+        when Graph cannot answer)."""
+        return await self.graph.group_ids(principal)
+
     async def aclose(self) -> None:
+        await self.graph.aclose()
         await self.metadata.aclose()
         self._verified.clear()
         if self._owns_client:

@@ -2,19 +2,29 @@
 
 Only ever active when ``ENTRA_DEV_MODE`` is set; ``EntraAuth`` then logs a
 loud warning. The fake Entra ID answers every metadata request in-process
-(``httpx.ASGITransport``), and ``POST /_dev/token`` mints tokens.
+(``httpx.ASGITransport``), and ``POST /_dev/token`` mints tokens. A fake
+Microsoft Graph is served the same way, so groups overage works too: a token
+minted with ``"overage": true`` carries the overage marker and its ``groups``
+become the user's memberships in the fake Graph.
 """
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from typing import Literal
 
 import httpx
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
+from starlette.types import Receive, Scope, Send
 
 from .settings import EntraSettings
+from .testing.graph import FakeGraph
 from .testing.idp import FakeEntraID
+
+#: Overage users remembered by the dev Graph (oldest forgotten first).
+MAX_DEV_MEMBERSHIPS = 10_000
 
 
 class DevTokenRequest(BaseModel):
@@ -35,18 +45,38 @@ class DevTokenResponse(BaseModel):
 
 
 class DevIssuer:
-    """The in-process issuer: ``.client`` for ``EntraAuth``, ``.router`` for the app."""
+    """The in-process issuer: ``.client`` and ``.settings`` for ``EntraAuth``, ``.router``
+    for the app.
+
+    ``.settings`` is the given settings with a generated client secret when none
+    was set, registered with the fake token endpoint so Graph calls work.
+    """
 
     def __init__(self, settings: EntraSettings) -> None:
         if not settings.dev_mode:
             raise RuntimeError("DevIssuer needs ENTRA_DEV_MODE=1")
+        if settings.client_secret is None:
+            settings = settings.model_copy(
+                update={"client_secret": SecretStr(secrets.token_urlsafe(24))}
+            )
+        assert settings.client_secret is not None
         self.settings = settings
         self.idp = FakeEntraID(tenant_id=settings.tenant_id, client_id=settings.client_id)
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.idp.app))
+        secret = settings.client_secret.get_secret_value()
+        self.idp.confidential_clients[settings.client_id] = secret
+        self.graph = FakeGraph(self.idp)
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._dispatch))
         self.router = APIRouter(prefix="/_dev", tags=["dev"])
         self.router.add_api_route(
             "/token", self.mint, methods=["POST"], response_model=DevTokenResponse
         )
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Graph paths (``/v1.0/...``) to the fake Graph, the rest to the fake Entra ID."""
+        if scope.get("path", "").startswith("/v1.0/"):
+            await self.graph.app(scope, receive, send)
+        else:
+            await self.idp.app(scope, receive, send)
 
     async def mint(self, request: DevTokenRequest) -> DevTokenResponse:
         """Mint an access token for this API (dev mode only)."""
@@ -55,7 +85,13 @@ class DevIssuer:
             self.settings.audiences or []
         ):
             audience = f"api://{self.settings.client_id}"
+        object_id = str(uuid.uuid4())
+        if request.overage:
+            self.graph.set_groups(object_id, request.groups or [])
+            while len(self.graph.memberships) > MAX_DEV_MEMBERSHIPS:
+                del self.graph.memberships[next(iter(self.graph.memberships))]
         token = self.idp.token(
+            object_id=object_id,
             version=request.version,
             app_only=request.app_only,
             scopes=request.scopes,

@@ -26,6 +26,8 @@ STATUS_BY_CODE: Final[dict[str, int]] = {
     "insufficient_scope": 403,
     "missing_role": 403,
     "missing_group": 403,
+    "wrong_token_type": 403,  # require_app_only / require_delegated
+    "guest_not_allowed": 403,  # refuse_guests
     "idp_unavailable": 503,
     "groups_unavailable": 503,
 }

@@ -1,28 +1,433 @@
 """FastAPI dependencies that authorize the caller the middleware authenticated.
 
-Every guard is an ``async`` dependency taking only the ``HTTPConnection``, so it
-works on HTTP and WebSocket routes and FastAPI never sends it to a thread pool.
-Failures raise ``AuthError``; ``EntraAuthMiddleware`` renders them.
+Every guard is one ``async`` dependency taking only the ``HTTPConnection``, so
+it works on HTTP and WebSocket routes, FastAPI never sends it to a thread pool,
+and the dependency graph of a guarded route stays one node per guard. Each
+guard returns the ``Principal``::
+
+    @app.get("/items", dependencies=[Depends(require_scopes("Items.Read"))])
+    @app.get("/me")
+    async def me(user: Principal = Security(require_scopes("Items.Read"))): ...
+
+Guards compose: ``require_scopes("A") & require_tenants(T)`` (all of) and
+``require_roles("Admin") | require_groups(G)`` (any of), or ``all_of(...)`` /
+``any_of(...)``. Failures raise ``AuthError`` (DESIGN.md §4), which
+``EntraAuthMiddleware`` renders; on a WebSocket the guard accepts and closes
+the connection with code 1008 so browsers see the reason.
+
+Guards are ``fastapi.security.base.SecurityBase`` instances, so FastAPI lists
+every guarded route under the ``EntraID`` security scheme in OpenAPI;
+``entra_guard.openapi.setup_openapi`` turns that into an OAuth2 sign-in with
+each route's scopes.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
+from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
+from starlette.websockets import WebSocket, WebSocketState
 
 from .errors import AuthError
-from .middleware import ERROR_KEY, PRINCIPAL_KEY
+from .middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
 from .principal import Principal
 
+logger = logging.getLogger("entra_guard")
 
-async def require_principal(connection: HTTPConnection) -> Principal:
-    """The validated caller, or 401 with the reason the token was refused."""
-    principal = connection.scope.get(PRINCIPAL_KEY)
-    if principal is not None:
-        return principal  # type: ignore[no-any-return]
-    if ERROR_KEY not in connection.scope:
+#: Name of the OpenAPI security scheme every guard belongs to.
+SCHEME_NAME = "EntraID"
+#: Most scope alternatives a route lists in OpenAPI (beyond: one merged list).
+_MAX_ALTERNATIVES = 16
+_NO_SCOPES: frozenset[str] = frozenset()
+
+
+def _names(values: Iterable[str] | str, what: str) -> tuple[str, ...]:
+    """``("a", "b")`` from varargs or one iterable; a lone string is one name, not letters."""
+    items = (values,) if isinstance(values, str) else tuple(values)
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"{what} must be non-empty strings, got {item!r}")
+    return tuple(dict.fromkeys(item.strip() for item in items))
+
+
+def _flatten(args: tuple[Any, ...]) -> tuple[str, ...]:
+    """``require_x("a", "b")`` and ``require_x(["a", "b"])`` mean the same."""
+    if len(args) == 1 and not isinstance(args[0], str):
+        return tuple(args[0])
+    return args
+
+
+def _unauthenticated(scope: Scope) -> AuthError:
+    if ERROR_KEY not in scope:
         raise RuntimeError(
             "entra-guard guards need EntraAuthMiddleware: "
             "app.add_middleware(EntraAuthMiddleware, auth=auth)"
         )
-    error = connection.scope[ERROR_KEY]
-    raise error if error is not None else AuthError("missing_token", "This route needs a token")
+    error = scope[ERROR_KEY]
+    return error if error is not None else AuthError("missing_token", "This route needs a token")
+
+
+class Guard(SecurityBase):
+    """Base class of every guard: an async dependency returning the ``Principal``.
+
+    Subclasses implement ``check``; it raises ``AuthError`` to refuse.
+    """
+
+    scheme_name = SCHEME_NAME
+    model = HTTPBearerModel(
+        bearerFormat="JWT", description="Microsoft Entra ID access token for this API"
+    )
+
+    async def __call__(self, connection: HTTPConnection) -> Principal:
+        scope = connection.scope
+        principal: Principal | None = scope.get(PRINCIPAL_KEY)
+        try:
+            if principal is None:
+                raise _unauthenticated(scope)
+            await self.check(principal, scope)
+        except AuthError as exc:
+            if isinstance(connection, WebSocket):
+                await _refuse_websocket(connection, exc)
+            raise
+        return principal
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        """Raise ``AuthError`` when ``principal`` may not pass (default: everyone passes)."""
+
+    def scope_alternatives(self) -> list[frozenset[str]]:
+        """Short scope names that satisfy the guard, as alternatives (for OpenAPI)."""
+        return [_NO_SCOPES]
+
+    def __and__(self, other: Guard) -> Guard:
+        return all_of(self, other)
+
+    def __or__(self, other: Guard) -> Guard:
+        return any_of(self, other)
+
+
+async def _refuse_websocket(websocket: WebSocket, exc: AuthError) -> None:
+    """Accept, so the close frame reaches the client, then close with 1008 (policy)."""
+    auth = websocket.scope.get(AUTH_KEY)
+    if auth is not None:
+        auth.observer.rejected(exc.code)
+    logger.info("websocket rejected: code=%s path=%s", exc.code, websocket.scope.get("path", ""))
+    if websocket.client_state == WebSocketState.CONNECTING:
+        await websocket.accept()
+    raise WebSocketException(code=1008, reason=exc.code) from exc
+
+
+class _Authenticated(Guard):
+    def __repr__(self) -> str:
+        return "require_principal"
+
+
+#: Any valid token: the ``Principal``, or 401 with the reason the token was refused.
+require_principal = _Authenticated()
+
+
+class _Scopes(Guard):
+    def __init__(self, scopes: tuple[str, ...]) -> None:
+        if not scopes:
+            raise ValueError("require_scopes needs at least one scope")
+        self.scopes = frozenset(scopes)
+        self._listed = scopes
+        self._detail = f"This route needs one of the delegated scopes: {' '.join(scopes)}"
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if principal.is_app_only or self.scopes.isdisjoint(principal.scopes):
+            raise AuthError("insufficient_scope", self._detail, scopes=self._listed)
+
+    def scope_alternatives(self) -> list[frozenset[str]]:
+        return [frozenset({s}) for s in self._listed]
+
+    def __repr__(self) -> str:
+        return f"require_scopes{self._listed!r}"
+
+
+def require_scopes(*scopes: str) -> Guard:
+    """A delegated token carrying at least one of ``scopes`` (short names, e.g. ``Items.Read``).
+
+    Failing: 403 ``insufficient_scope`` with ``WWW-Authenticate: Bearer
+    error="insufficient_scope", scope="..."``. App-only tokens never pass.
+    """
+    return _Scopes(_names(_flatten(scopes), "scopes"))
+
+
+class _Roles(Guard):
+    def __init__(self, roles: tuple[str, ...]) -> None:
+        if not roles:
+            raise ValueError("require_roles needs at least one role")
+        self.roles = frozenset(roles)
+        self._listed = roles
+        self._detail = f"This route needs one of the app roles: {' '.join(roles)}"
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if self.roles.isdisjoint(principal.roles):
+            raise AuthError("missing_role", self._detail)
+
+    def __repr__(self) -> str:
+        return f"require_roles{self._listed!r}"
+
+
+def require_roles(*roles: str) -> Guard:
+    """A token (user or app) with at least one of the app ``roles``; else 403 ``missing_role``."""
+    return _Roles(_names(_flatten(roles), "roles"))
+
+
+class _ScopesOrAppRoles(Guard):
+    def __init__(self, scopes: tuple[str, ...], app_roles: tuple[str, ...]) -> None:
+        if not scopes and not app_roles:
+            raise ValueError("require_scopes_or_app_roles needs scopes, app_roles or both")
+        self.scopes = frozenset(scopes)
+        self.app_roles = frozenset(app_roles)
+        self._scopes = scopes
+        self._roles = app_roles
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if principal.is_app_only:
+            if self.app_roles.isdisjoint(principal.roles):
+                detail = (
+                    f"App-only tokens need one of the app roles: {' '.join(self._roles)}"
+                    if self._roles
+                    else "This route does not accept app-only tokens"
+                )
+                raise AuthError("missing_role", detail)
+        elif self.scopes.isdisjoint(principal.scopes):
+            detail = (
+                f"Delegated tokens need one of the scopes: {' '.join(self._scopes)}"
+                if self._scopes
+                else "This route does not accept delegated (user) tokens"
+            )
+            raise AuthError("insufficient_scope", detail, scopes=self._scopes)
+
+    def scope_alternatives(self) -> list[frozenset[str]]:
+        return [frozenset({s}) for s in self._scopes] or [_NO_SCOPES]
+
+    def __repr__(self) -> str:
+        return f"require_scopes_or_app_roles(scopes={self._scopes!r}, app_roles={self._roles!r})"
+
+
+def require_scopes_or_app_roles(
+    *, scopes: Iterable[str] | str = (), app_roles: Iterable[str] | str = ()
+) -> Guard:
+    """Delegated tokens need one of ``scopes``; app-only tokens one of ``app_roles``.
+
+    The token type decides which list applies: a user holding an app role
+    meant for daemons does not pass, nor does an app on a delegated scope.
+    Failing: ``insufficient_scope`` (delegated) or ``missing_role`` (app-only).
+    """
+    return _ScopesOrAppRoles(_names(scopes, "scopes"), _names(app_roles, "app_roles"))
+
+
+class _Groups(Guard):
+    def __init__(self, groups: tuple[str, ...]) -> None:
+        if not groups:
+            raise ValueError("require_groups needs at least one group object id")
+        self.groups = frozenset(g.lower() for g in groups)
+        self._listed = groups
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if any(g.lower() in self.groups for g in principal.groups):
+            return
+        if principal.groups_overage:
+            auth = scope.get(AUTH_KEY)
+            if auth is None:
+                raise RuntimeError("require_groups needs EntraAuthMiddleware")
+            resolved = await auth.group_ids(principal)
+            if not self.groups.isdisjoint(resolved):
+                return
+        raise AuthError("missing_group", "The caller is not a member of a group this route needs")
+
+    def __repr__(self) -> str:
+        return f"require_groups{self._listed!r}"
+
+
+def require_groups(*group_ids: str) -> Guard:
+    """Member (transitively) of at least one group, by object id; else 403 ``missing_group``.
+
+    Answered from the token's ``groups`` claim; when the token carries the
+    overage marker instead, memberships come from Microsoft Graph (needs
+    ``ENTRA_CLIENT_SECRET``), cached per user. If Graph cannot answer: 503
+    ``groups_unavailable`` (never a pass). Use object ids: names can change.
+    """
+    return _Groups(_names(_flatten(group_ids), "group_ids"))
+
+
+class _Tenants(Guard):
+    def __init__(self, tenants: tuple[str, ...]) -> None:
+        if not tenants:
+            raise ValueError("require_tenants needs at least one tenant id")
+        self.tenants = frozenset(t.lower() for t in tenants)
+        self._listed = tenants
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if principal.tenant_id.lower() not in self.tenants:
+            raise AuthError("tenant_not_allowed", "The caller's tenant may not use this route")
+
+    def __repr__(self) -> str:
+        return f"require_tenants{self._listed!r}"
+
+
+def require_tenants(*tenant_ids: str) -> Guard:
+    """The token's ``tid`` is one of ``tenant_ids``; else 403 ``tenant_not_allowed``."""
+    return _Tenants(_names(_flatten(tenant_ids), "tenant_ids"))
+
+
+class _DirectoryRoles(Guard):
+    def __init__(self, wids: tuple[str, ...]) -> None:
+        if not wids:
+            raise ValueError("require_directory_roles needs at least one role template id")
+        self.wids = frozenset(w.lower() for w in wids)
+        self._listed = wids
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if not any(w.lower() in self.wids for w in principal.wids):
+            raise AuthError("missing_role", "The caller does not hold a directory role this needs")
+
+    def __repr__(self) -> str:
+        return f"require_directory_roles{self._listed!r}"
+
+
+def require_directory_roles(*role_template_ids: str) -> Guard:
+    """The token's ``wids`` hold one of the directory role *template* ids; else ``missing_role``.
+
+    E.g. Global Administrator is ``62e90394-69f5-4237-9190-012177145e10``.
+    Entra only emits ``wids`` when the app registration asks for it.
+    """
+    return _DirectoryRoles(_names(_flatten(role_template_ids), "role_template_ids"))
+
+
+class _TokenType(Guard):
+    def __init__(self, app_only: bool) -> None:
+        self.app_only = app_only
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if principal.is_app_only != self.app_only:
+            wanted = "an app-only" if self.app_only else "a delegated (user)"
+            raise AuthError("wrong_token_type", f"This route needs {wanted} token")
+
+    def __repr__(self) -> str:
+        return "require_app_only" if self.app_only else "require_delegated"
+
+
+#: Only app-only tokens (client credentials: ``idtyp == "app"`` or no ``scp``).
+require_app_only = _TokenType(app_only=True)
+#: Only delegated tokens (a signed-in user).
+require_delegated = _TokenType(app_only=False)
+
+
+class _NoGuests(Guard):
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        if principal.is_guest:
+            raise AuthError("guest_not_allowed", "Guest users may not use this route")
+
+    def __repr__(self) -> str:
+        return "refuse_guests"
+
+
+#: Refuse guest (B2B) users: ``acct == 1`` or an ``idp`` other than the issuer.
+refuse_guests = _NoGuests()
+
+
+class _AllOf(Guard):
+    def __init__(self, guards: tuple[Guard, ...]) -> None:
+        self.guards = guards
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        for guard in self.guards:
+            await guard.check(principal, scope)
+
+    def scope_alternatives(self) -> list[frozenset[str]]:
+        combos: list[frozenset[str]] = [_NO_SCOPES]
+        for guard in self.guards:
+            combos = list(
+                dict.fromkeys(
+                    a | b for a, b in itertools.product(combos, guard.scope_alternatives())
+                )
+            )
+            if len(combos) > _MAX_ALTERNATIVES:
+                combos = [frozenset().union(*combos)]
+        return combos
+
+    def __repr__(self) -> str:
+        return f"all_of{self.guards!r}"
+
+
+class _AnyOf(Guard):
+    def __init__(self, guards: tuple[Guard, ...]) -> None:
+        self.guards = guards
+
+    async def check(self, principal: Principal, scope: Scope) -> None:
+        first: AuthError | None = None
+        unavailable: AuthError | None = None
+        for guard in self.guards:
+            try:
+                await guard.check(principal, scope)
+            except AuthError as exc:
+                first = first or exc
+                if exc.status_code == 503:
+                    unavailable = unavailable or exc
+            else:
+                return
+        # Could not decide one alternative (503): say so rather than refuse for good.
+        error = unavailable or first
+        assert error is not None
+        raise error
+
+    def scope_alternatives(self) -> list[frozenset[str]]:
+        combos = list(
+            dict.fromkeys(alt for guard in self.guards for alt in guard.scope_alternatives())
+        )
+        if len(combos) > _MAX_ALTERNATIVES:
+            combos = [frozenset().union(*combos)]
+        return combos
+
+    def __repr__(self) -> str:
+        return f"any_of{self.guards!r}"
+
+
+def _guards(guards: tuple[Guard, ...], kind: type[Guard]) -> tuple[Guard, ...]:
+    if not guards:
+        raise ValueError("combine at least one guard")
+    out: list[Guard] = []
+    for guard in guards:
+        if not isinstance(guard, Guard):
+            raise TypeError(f"not an entra-guard guard: {guard!r}")
+        out.extend(guard.guards if type(guard) is kind else (guard,))  # type: ignore[attr-defined]
+    return tuple(out)
+
+
+def all_of(*guards: Guard) -> Guard:
+    """Pass only when every guard passes (checked in order; the first refusal is raised)."""
+    return _AllOf(_guards(guards, _AllOf))
+
+
+def any_of(*guards: Guard) -> Guard:
+    """Pass when one guard passes (in order; later ones are not evaluated, so Graph is
+    only asked when nothing cheaper already decided)."""
+    return _AnyOf(_guards(guards, _AnyOf))
+
+
+__all__ = [
+    "SCHEME_NAME",
+    "Guard",
+    "all_of",
+    "any_of",
+    "refuse_guests",
+    "require_app_only",
+    "require_delegated",
+    "require_directory_roles",
+    "require_groups",
+    "require_principal",
+    "require_roles",
+    "require_scopes",
+    "require_scopes_or_app_roles",
+    "require_tenants",
+]

@@ -12,6 +12,7 @@ use the ``fake_entra`` / ``fake_entra_url`` / ``entra_settings`` fixtures.
 Needs the ``testing`` extra (``pip install entra-guard[testing]``).
 """
 
+from .graph import FakeGraph
 from .idp import (
     DEFAULT_CLIENT_ID,
     DEFAULT_TENANT_ID,
@@ -29,7 +30,8 @@ __all__ = [
     "V1_ISSUER",
     "V2_ISSUER",
     "FakeEntraID",
-    "LiveServer",
+    "FakeGraph",
     "FakeKey",
+    "LiveServer",
     "sign_token",
 ]

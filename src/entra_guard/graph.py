@@ -1,0 +1,280 @@
+"""Groups overage: transitive group memberships from Microsoft Graph.
+
+When a user is in too many groups, Entra leaves the ``groups`` claim out and
+marks the token instead (``_claim_names.groups`` or ``hasgroups``). The
+``_claim_sources`` URL in such a token is never fetched (it is a legacy
+endpoint, and following a URL taken from a token is SSRF). Instead this
+client asks Microsoft Graph at ``settings.graph_url`` with an app token from
+the caller's tenant (client credentials):
+
+    GET {graph_url}/v1.0/users/{oid}/transitiveMemberOf?$select=id&$top=999
+    GET {graph_url}/v1.0/servicePrincipals/{oid}/transitiveMemberOf?...   (app-only)
+
+following ``@odata.nextLink`` (only ever on ``graph_url``). Results are cached
+per ``(tid, oid)`` for ``groups_cache_ttl`` seconds, concurrent look-ups of
+one caller share a single Graph round trip, and 429/503 ``Retry-After`` is
+honoured within a ~10 s budget per look-up. Anything else fails closed with
+503 ``groups_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .cache import BoundedTTLCache, SingleFlight
+from .errors import AuthError
+from .http import FetchError, request_json
+from .observer import AuthObserver
+from .principal import Principal
+from .settings import GUID_RE, EntraSettings
+
+logger = logging.getLogger("entra_guard")
+
+#: Total time one membership look-up may spend, retries and Retry-After waits included.
+LOOKUP_BUDGET = 10.0
+#: HTTP attempts per Graph or token request (the first one included).
+MAX_ATTEMPTS = 4
+#: Statuses worth retrying after a pause.
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+#: Distinct callers looked up at the same time (the rest wait their turn).
+MAX_CONCURRENT_LOOKUPS = 16
+#: Distinct callers waiting for a look-up; beyond this new ones get 503 at once.
+MAX_PENDING_LOOKUPS = 1024
+#: Pages of ``transitiveMemberOf`` followed at most (999 ids each).
+MAX_PAGES = 200
+#: App tokens are renewed this long before they expire.
+TOKEN_RENEW_MARGIN = 300.0
+#: Tenants whose app token is kept.
+TOKEN_CACHE_SIZE = 1024
+PAGE_SIZE = 999
+
+
+class _LookupFailed(Exception):
+    """A look-up failed; ``retry_after`` is what the client is told to wait."""
+
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def _unavailable(detail: str, retry_after: float | None = None) -> AuthError:
+    seconds = None if retry_after is None else max(1, math.ceil(retry_after))
+    return AuthError("groups_unavailable", detail, retry_after=seconds)
+
+
+class GraphClient:
+    """Resolves groups overage for one ``EntraAuth`` (created and closed by it)."""
+
+    def __init__(
+        self,
+        settings: EntraSettings,
+        http: httpx.AsyncClient,
+        *,
+        observer: AuthObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        budget: float = LOOKUP_BUDGET,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.observer = observer or AuthObserver()
+        self._clock = clock
+        self.budget = budget
+        self._groups: BoundedTTLCache[tuple[str, str], frozenset[str]] = BoundedTTLCache(
+            settings.groups_cache_size, clock=clock
+        )
+        self._tokens: BoundedTTLCache[str, str] = BoundedTTLCache(TOKEN_CACHE_SIZE, clock=clock)
+        self._lookups: SingleFlight[tuple[str, str], frozenset[str]] = SingleFlight()
+        self._token_fetches: SingleFlight[str, str] = SingleFlight()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
+
+    # -- public ---------------------------------------------------------------------
+
+    async def group_ids(self, principal: Principal) -> frozenset[str]:
+        """Transitive group (and directory role) ids of the caller, lower-cased.
+
+        Tokens without an overage marker answer from their own ``groups``
+        claim; Graph is only asked when the token says it left groups out.
+        """
+        if not principal.groups_overage:
+            return principal.groups
+        tid, oid = principal.tenant_id, principal.object_id
+        if oid is None or not GUID_RE.match(oid.lower()) or not GUID_RE.match(tid):
+            raise _unavailable("The token has a groups overage marker but no usable 'oid'")
+        if self.settings.client_secret is None:
+            raise _unavailable(
+                "Groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (with the "
+                "GroupMember.Read.All application permission granted)"
+            )
+        key = (tid, oid.lower())
+        cached = self._groups.get(key)
+        self.observer.groups_cache(hit=cached is not None)
+        if cached is not None:
+            return cached
+        if len(self._lookups) >= MAX_PENDING_LOOKUPS:
+            raise _unavailable("Too many group look-ups in progress", retry_after=1)
+        try:
+            return await self._lookups.run(
+                key, lambda: self._lookup(tid, key[1], app_only=principal.is_app_only)
+            )
+        except _LookupFailed as exc:
+            raise _unavailable(exc.detail, exc.retry_after) from None
+
+    def forget(self, tenant_id: str, object_id: str) -> None:
+        """Drop one caller's cached memberships (e.g. after a change you know of)."""
+        self._groups.pop((tenant_id, object_id.lower()))
+
+    async def aclose(self) -> None:
+        await self._lookups.aclose()
+        await self._token_fetches.aclose()
+        self._groups.clear()
+        self._tokens.clear()
+
+    # -- look-up --------------------------------------------------------------------
+
+    async def _lookup(self, tid: str, oid: str, *, app_only: bool) -> frozenset[str]:
+        deadline = self._clock() + self.budget
+        async with self._slots:
+            cached = self._groups.get((tid, oid))  # filled while we waited for a slot
+            if cached is not None:
+                return cached
+            kind = "servicePrincipals" if app_only else "users"
+            url: str | None = (
+                f"{self.settings.graph_url}/v1.0/{kind}/{oid}/transitiveMemberOf"
+                f"?$select=id&$top={PAGE_SIZE}"
+            )
+            ids: set[str] = set()
+            pages = 0
+            while url is not None:
+                pages += 1
+                if pages > MAX_PAGES:
+                    raise _LookupFailed("Microsoft Graph returned too many pages of groups")
+                page = await self._graph_get(tid, url, deadline)
+                ids.update(_page_ids(page))
+                url = self._next_link(page)
+        groups = frozenset(ids)
+        ttl = self.settings.groups_cache_ttl
+        if ttl > 0:
+            self._groups.set((tid, oid), groups, self._clock() + ttl)
+        logger.debug("groups overage resolved: tid=%s oid=%s groups=%d", tid, oid, len(groups))
+        return groups
+
+    def _next_link(self, page: Any) -> str | None:
+        link = page.get("@odata.nextLink") if isinstance(page, dict) else None
+        if link is None:
+            return None
+        if not isinstance(link, str) or not link.startswith(f"{self.settings.graph_url}/"):
+            # Only ever talk to the configured Graph host: a link elsewhere is refused.
+            raise _LookupFailed("Microsoft Graph returned a next link outside ENTRA_GRAPH_URL")
+        return link
+
+    async def _graph_get(self, tid: str, url: str, deadline: float) -> Any:
+        renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = await self._app_token(tid, deadline)
+            try:
+                return await self._call(
+                    "GET", url, deadline, headers={"authorization": f"Bearer {token}"}
+                )
+            except FetchError as exc:
+                if exc.status == 401 and not renewed:
+                    self._tokens.pop(tid)  # revoked or expired early: get a new one once
+                    renewed = True
+                    continue
+                await self._pause_or_fail(exc, attempt, deadline, what="Microsoft Graph")
+
+    async def _app_token(self, tid: str, deadline: float) -> str:
+        token = self._tokens.get(tid)
+        if token is not None:
+            return token
+        return await self._token_fetches.run(tid, lambda: self._fetch_app_token(tid, deadline))
+
+    async def _fetch_app_token(self, tid: str, deadline: float) -> str:
+        secret = self.settings.client_secret
+        assert secret is not None  # checked before any look-up starts
+        url = f"{self.settings.authority_host}/{tid}/oauth2/v2.0/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.settings.client_id,
+            "client_secret": secret.get_secret_value(),
+            "scope": f"{self.settings.graph_url}/.default",
+        }
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                body = await self._call("POST", url, deadline, data=form)
+                break
+            except FetchError as exc:
+                await self._pause_or_fail(exc, attempt, deadline, what="the token endpoint")
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _LookupFailed("The token endpoint answered without an access_token")
+        try:
+            lifetime = float(body.get("expires_in", 3599))
+        except (TypeError, ValueError):
+            lifetime = 3599.0
+        keep = max(lifetime - TOKEN_RENEW_MARGIN, lifetime / 2)
+        if keep > 0:
+            self._tokens.set(tid, token, self._clock() + keep)
+        return token
+
+    async def _call(self, method: str, url: str, deadline: float, **kwargs: Any) -> Any:
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise _LookupFailed("Microsoft Graph did not answer in time", retry_after=5)
+        started = time.perf_counter()
+        ok = False
+        try:
+            async with asyncio.timeout(remaining):
+                result = await request_json(self.http, method, url, **kwargs)
+            ok = True
+            return result
+        except TimeoutError:
+            raise _LookupFailed("Microsoft Graph did not answer in time", retry_after=5) from None
+        finally:
+            self.observer.graph_call(ok=ok, seconds=time.perf_counter() - started)
+
+    async def _pause_or_fail(
+        self, exc: FetchError, attempt: int, deadline: float, *, what: str
+    ) -> None:
+        """Sleep as asked (429/5xx) when the budget allows it, else raise ``_LookupFailed``."""
+        status = exc.status
+        retryable = status is None or status in RETRYABLE
+        if status is None:
+            detail = f"{what} could not be reached"
+        elif status in (401, 403):
+            detail = (
+                f"{what} refused the request (HTTP {status}): check ENTRA_CLIENT_SECRET and "
+                "that the GroupMember.Read.All application permission is granted"
+            )
+        else:
+            detail = f"{what} answered HTTP {status}"
+        logger.warning("groups overage look-up: %s", detail)
+        if not retryable or attempt >= MAX_ATTEMPTS:
+            raise _LookupFailed(detail, retry_after=exc.retry_after)
+        wait = exc.retry_after if exc.retry_after is not None else min(0.25 * 2**attempt, 2.0)
+        if self._clock() + wait >= deadline:
+            raise _LookupFailed(detail, retry_after=exc.retry_after or wait)
+        await asyncio.sleep(wait)
+
+
+def _page_ids(page: Any) -> list[str]:
+    if not isinstance(page, dict) or not isinstance(page.get("value"), list):
+        raise _LookupFailed("Microsoft Graph answered an unexpected document")
+    ids = []
+    for item in page["value"]:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            ids.append(item["id"].lower())
+        elif isinstance(item, str):  # getMemberObjects-style answers: bare ids
+            ids.append(item.lower())
+    return ids

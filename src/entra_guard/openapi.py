@@ -1,0 +1,145 @@
+"""OpenAPI and Swagger UI sign-in for an API protected by entra-guard.
+
+    setup_openapi(app, auth)
+
+declares an OAuth2 authorization-code (PKCE) security scheme with the
+tenant's authorize/token endpoints and the API's scopes (full names,
+``api://{client_id}/Items.Read``), lists on every guarded operation the
+scopes its guards accept, and lets ``/docs`` sign in with
+``ENTRA_PUBLIC_CLIENT_ID`` (a public "SPA" registration whose redirect URI is
+``{your API}/docs/oauth2-redirect``). Routes without guards stay open.
+
+Without ``setup_openapi`` guarded routes still show in OpenAPI, under an HTTP
+bearer scheme (paste a token into Swagger UI's *Authorize* dialog).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from .auth import EntraAuth
+from .guards import SCHEME_NAME, Guard, all_of
+from .settings import EntraSettings
+
+
+def scope_prefix(settings: EntraSettings) -> str:
+    """``api://{client_id}/`` or the App ID URI among the audiences, with a trailing slash."""
+    for audience in settings.audiences or ():
+        if "://" in audience:
+            return audience.rstrip("/") + "/"
+    return f"api://{settings.client_id}/"
+
+
+def security_scheme(settings: EntraSettings, scopes: Mapping[str, str]) -> dict[str, Any]:
+    """The OpenAPI OAuth2 authorization-code scheme for this API's tenant.
+
+    ``scopes`` maps full scope names to descriptions.
+    """
+    base = f"{settings.authority_host}/{settings.tenant_id}/oauth2/v2.0"
+    return {
+        "type": "oauth2",
+        "description": "Microsoft Entra ID sign-in (authorization code with PKCE)",
+        "flows": {
+            "authorizationCode": {
+                "authorizationUrl": f"{base}/authorize",
+                "tokenUrl": f"{base}/token",
+                "scopes": dict(scopes),
+            }
+        },
+    }
+
+
+def route_guards(dependant: Dependant) -> list[Guard]:
+    """Every entra-guard guard in a route's dependency tree, in declaration order."""
+    found: list[Guard] = []
+    stack = [dependant]
+    while stack:
+        current = stack.pop()
+        if isinstance(current.call, Guard) and current.call not in found:
+            found.append(current.call)
+        stack.extend(reversed(current.dependencies))
+    return found
+
+
+def setup_openapi(
+    app: FastAPI,
+    auth: EntraAuth | EntraSettings,
+    *,
+    scopes: Mapping[str, str] | Iterable[str] = (),
+    scheme_name: str = SCHEME_NAME,
+) -> None:
+    """Give ``app``'s OpenAPI document and ``/docs`` an Entra ID sign-in.
+
+    ``scopes``: extra short scope names (optionally with descriptions) to offer
+    in the sign-in dialog; the scopes used by guards are always listed.
+    """
+    settings = auth.settings if isinstance(auth, EntraAuth) else auth
+    prefix = scope_prefix(settings)
+    extra: dict[str, str] = (
+        dict(scopes) if isinstance(scopes, Mapping) else {s: f"{s} (delegated)" for s in scopes}
+    )
+    init = dict(app.swagger_ui_init_oauth or {})
+    init["usePkceWithAuthorizationCodeGrant"] = True
+    if settings.public_client_id:
+        init["clientId"] = settings.public_client_id
+    app.swagger_ui_init_oauth = init
+
+    generate: Callable[[], dict[str, Any]] = app.openapi
+    patched: list[int] = []
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        if patched and patched[0] == id(schema):
+            return schema
+        _patch(schema, app, prefix, extra, settings, scheme_name)
+        patched[:] = [id(schema)]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _patch(
+    schema: dict[str, Any],
+    app: FastAPI,
+    prefix: str,
+    extra: Mapping[str, str],
+    settings: EntraSettings,
+    scheme_name: str,
+) -> None:
+    declared = {prefix + name: text for name, text in extra.items()}
+    paths = schema.get("paths", {})
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        guards = route_guards(route.dependant)
+        if not guards:
+            continue
+        alternatives = all_of(*guards).scope_alternatives()
+        for alternative in alternatives:
+            for name in alternative:
+                declared.setdefault(prefix + name, f"{name} (delegated)")
+        for method in route.methods or ():
+            operation = paths.get(route.path_format, {}).get(method.lower())
+            if operation is None:
+                continue
+            others: dict[str, list[str]] = {}
+            for requirement in operation.get("security", []):
+                for name, values in requirement.items():
+                    if name != scheme_name:
+                        others[name] = values
+            operation["security"] = [
+                {**others, scheme_name: sorted(prefix + s for s in alternative)}
+                for alternative in alternatives
+            ]
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[scheme_name] = security_scheme(
+        settings, dict(sorted(declared.items()))
+    )
+
+
+__all__ = ["route_guards", "scope_prefix", "security_scheme", "setup_openapi"]

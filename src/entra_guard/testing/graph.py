@@ -1,0 +1,183 @@
+"""A fake Microsoft Graph for groups overage tests, beside ``FakeEntraID``.
+
+    idp = FakeEntraID()
+    graph = FakeGraph(idp)
+    idp.confidential_clients[idp.client_id] = "s3cret"
+    graph.set_groups(oid, ["<group id>", ...])
+    with LiveServer(idp.app) as login, LiveServer(graph.app) as g:
+        settings = idp.settings(login.url, graph_url=g.url, client_secret="s3cret")
+
+It only accepts app tokens that ``idp``'s token endpoint issued (client
+credentials, scope ``{this server}/.default``), serves
+``/v1.0/{users|servicePrincipals}/{id}/transitiveMemberOf`` with
+``@odata.nextLink`` paging and ``POST .../getMemberObjects``, and can
+throttle (429 + ``Retry-After``) or fail on demand. ``hits``,
+``membership_lookups`` and ``tokens_used`` let tests count what the API did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .idp import FakeEntraID
+
+MAX_TOP = 999
+DEFAULT_TOP = 100
+
+
+@dataclass
+class _Fault:
+    status: int
+    retry_after: float | None
+    remaining: int | None  # None: until recover()
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+class FakeGraph:
+    """Fake Microsoft Graph. Serve ``.app`` (e.g. with ``LiveServer``)."""
+
+    __test__ = False
+
+    def __init__(self, idp: FakeEntraID) -> None:
+        self.idp = idp
+        #: object id (user or service principal, lower-case) -> transitive group ids
+        self.memberships: dict[str, list[str]] = {}
+        self.hits: Counter[str] = Counter()
+        #: membership look-ups started (first pages and getMemberObjects calls)
+        self.membership_lookups = 0
+        #: app tokens presented, with how often
+        self.tokens_used: Counter[str] = Counter()
+        self.response_delay = 0.0
+        self._fault: _Fault | None = None
+        self._lock = threading.Lock()
+        routes = [
+            Route("/v1.0/{kind}/{oid}/transitiveMemberOf", self._transitive, methods=["GET"]),
+            Route("/v1.0/{kind}/{oid}/getMemberObjects", self._member_objects, methods=["POST"]),
+        ]
+        self.app = Starlette(routes=routes)
+
+    # -- set-up -----------------------------------------------------------------------
+
+    def set_groups(self, object_id: str, group_ids: Iterable[str]) -> None:
+        """The transitive memberships of a user or service principal."""
+        self.memberships[object_id.lower()] = list(group_ids)
+
+    def throttle(self, times: int = 1, *, retry_after: float = 1, status: int = 429) -> None:
+        """Answer the next ``times`` Graph calls with ``status`` + ``Retry-After``."""
+        self._fault = _Fault(status=status, retry_after=retry_after, remaining=times)
+
+    def fail(self, status: int = 503, *, times: int | None = None) -> None:
+        """Answer ``status`` (no ``Retry-After``) ``times`` times or until ``recover()``."""
+        self._fault = _Fault(status=status, retry_after=None, remaining=times)
+
+    def recover(self) -> None:
+        self._fault = None
+
+    def reset(self) -> None:
+        """Forget faults, counters and memberships."""
+        self._fault = None
+        self.hits.clear()
+        self.tokens_used.clear()
+        self.membership_lookups = 0
+        self.memberships.clear()
+        self.response_delay = 0.0
+
+    def tenants_used(self) -> set[str]:
+        """Tenants of the app tokens presented."""
+        issued = self.idp.issued_app_tokens
+        return {issued[t][0] for t in self.tokens_used if t in issued}
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    async def _gate(self, request: Request) -> Response | None:
+        """Count, authenticate the app token, then apply an injected fault."""
+        with self._lock:
+            self.hits[request.url.path] += 1
+        if self.response_delay:
+            await asyncio.sleep(self.response_delay)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return _error(401, "InvalidAuthenticationToken", "Access token is empty.")
+        issued = self.idp.issued_app_tokens.get(token)
+        base = str(request.base_url).rstrip("/")
+        if issued is None:
+            return _error(401, "InvalidAuthenticationToken", "Access token validation failure.")
+        _tenant, scope, expires_at = issued
+        if expires_at <= time.time():
+            return _error(401, "InvalidAuthenticationToken", "Lifetime validation failed.")
+        if scope != f"{base}/.default":
+            return _error(401, "InvalidAuthenticationToken", "Invalid audience.")
+        with self._lock:
+            self.tokens_used[token] += 1
+            fault = self._fault
+            if fault is not None and fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._fault = None
+        if fault is None:
+            return None
+        headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        return _error(fault.status, "injected", "Injected failure.", headers)
+
+    def _groups_of(self, request: Request) -> list[str] | Response:
+        kind, oid = request.path_params["kind"], request.path_params["oid"].lower()
+        if kind not in ("users", "servicePrincipals"):
+            return _error(400, "BadRequest", f"Unsupported segment {kind}")
+        groups = self.memberships.get(oid)
+        if groups is None:
+            return _error(404, "Request_ResourceNotFound", f"Resource '{oid}' does not exist.")
+        return groups
+
+    async def _transitive(self, request: Request) -> Response:
+        refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        groups = self._groups_of(request)
+        if isinstance(groups, Response):
+            return groups
+        query = request.query_params
+        try:
+            top = min(int(query.get("$top", DEFAULT_TOP)), MAX_TOP)
+            skip = int(query.get("$skiptoken", "0"))
+        except ValueError:
+            return _error(400, "BadRequest", "Invalid paging parameter")
+        if skip == 0:
+            with self._lock:
+                self.membership_lookups += 1
+        page = groups[skip : skip + top]
+        body: dict[str, object] = {
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#directoryObjects(id)",
+            "value": [{"@odata.type": "#microsoft.graph.group", "id": g} for g in page],
+        }
+        if skip + top < len(groups):
+            base = str(request.base_url).rstrip("/")
+            body["@odata.nextLink"] = (
+                f"{base}{request.url.path}?$select=id&$top={top}&$skiptoken={skip + top}"
+            )
+        return JSONResponse(body)
+
+    async def _member_objects(self, request: Request) -> Response:
+        refused = await self._gate(request)
+        if refused is not None:
+            return refused
+        groups = self._groups_of(request)
+        if isinstance(groups, Response):
+            return groups
+        with self._lock:
+            self.membership_lookups += 1
+        return JSONResponse({"value": list(groups)})

@@ -1,0 +1,283 @@
+"""The other guards (tenants, directory roles, token type, guests) and composition, on an
+app written the way the README shows, served over HTTP."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Security
+
+from entra_guard import (
+    AuthError,
+    EntraAuth,
+    EntraAuthMiddleware,
+    EntraSettings,
+    Guard,
+    Principal,
+    all_of,
+    any_of,
+    refuse_guests,
+    require_app_only,
+    require_delegated,
+    require_directory_roles,
+    require_groups,
+    require_principal,
+    require_roles,
+    require_scopes,
+    require_scopes_or_app_roles,
+    require_tenants,
+)
+from entra_guard.errors import STATUS_BY_CODE
+from entra_guard.testing import FakeEntraID
+
+from .conftest import ApiFactory, assert_refused, bearer
+
+OTHER_TENANT = "0b1f2a3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+THIRD_TENANT = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+GLOBAL_ADMIN = "62e90394-69f5-4237-9190-012177145e10"
+GROUP = "a1b2c3d4-0000-4000-8000-000000000001"
+TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+GUARD_THREADS: set[int] = set()
+
+
+class ThreadProbe(Guard):
+    """Records the thread a guard runs in (must be the event loop's, never a pool)."""
+
+    async def check(self, principal: Principal, scope: Any) -> None:
+        GUARD_THREADS.add(threading.get_ident())
+
+
+def build_app(settings: EntraSettings) -> FastAPI:
+    auth = EntraAuth(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await auth.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_middleware(EntraAuthMiddleware, auth=auth)
+
+    def route(path: str, *guards: Any) -> None:
+        @app.get(path, dependencies=list(guards))
+        async def endpoint() -> dict[str, str]:
+            return {"path": path}
+
+    route("/tenants", Depends(require_tenants(TID, OTHER_TENANT.upper())))
+    route("/wids", Depends(require_directory_roles(GLOBAL_ADMIN)))
+    route("/app-only", Depends(require_app_only))
+    route("/delegated", Depends(require_delegated))
+    route("/no-guests", Depends(refuse_guests))
+    route("/and", Security(require_scopes("Items.Read") & require_tenants(TID)))
+    route("/or", Depends(require_roles("Admin") | require_scopes("Items.Read")))
+    route("/or-groups", Depends(any_of(require_roles("Admin"), require_groups(GROUP))))
+    route(
+        "/nested",
+        Depends(all_of(refuse_guests, any_of(require_scopes("A"), require_scopes("B")))),
+    )
+    route("/stacked", Depends(require_delegated), Security(require_scopes("Items.Read")))
+    route("/thread", Depends(ThreadProbe()))
+    route("/groups-claim", Depends(require_groups(GROUP.upper())))
+
+    @app.get("/principal")
+    async def whoami(
+        principal: Annotated[Principal, Security(require_scopes("Items.Read"))],
+    ) -> dict[str, Any]:
+        return {"tid": principal.tenant_id, "scopes": sorted(principal.scopes)}
+
+    router = APIRouter(dependencies=[Depends(require_roles("Admin"))])
+
+    @router.get("/router")
+    async def in_router() -> dict[str, str]:
+        return {"ok": "router"}
+
+    app.include_router(router)
+    return app
+
+
+@pytest.fixture
+def multi_api(start_api: ApiFactory, fake_entra: FakeEntraID, fake_entra_url: str) -> str:
+    """A multi-tenant API (``organizations``) with one route per guard."""
+    settings = fake_entra.settings(fake_entra_url, tenant_id="organizations")
+    return start_api(app=build_app(settings))
+
+
+def status_of(client: httpx.Client, url: str, token: str) -> int:
+    return client.get(url, headers=bearer(token)).status_code
+
+
+def test_require_tenants(multi_api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:
+    url = f"{multi_api}/tenants"
+    assert status_of(client, url, fake_entra.token(tenant_id=TID)) == 200
+    assert status_of(client, url, fake_entra.token(tenant_id=OTHER_TENANT)) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(tenant_id=THIRD_TENANT)))
+    assert_refused(response, 403, "tenant_not_allowed")
+
+
+def test_require_directory_roles(
+    multi_api: str, client: httpx.Client, fake_entra: FakeEntraID
+) -> None:
+    url = f"{multi_api}/wids"
+    assert status_of(client, url, fake_entra.token(wids=[GLOBAL_ADMIN])) == 200
+    other = fake_entra.token(wids=["b79fbf4d-3ef9-4689-8143-76b194e85509"])
+    assert_refused(client.get(url, headers=bearer(other)), 403, "missing_role")
+    assert_refused(client.get(url, headers=bearer(fake_entra.token())), 403, "missing_role")
+
+
+def test_token_type_guards(multi_api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:
+    app_token = fake_entra.token(app_only=True)
+    user_token = fake_entra.token(scopes=["Items.Read"], roles=["Items.Read.All"])
+    assert status_of(client, f"{multi_api}/app-only", app_token) == 200
+    assert status_of(client, f"{multi_api}/delegated", user_token) == 200
+    response = client.get(f"{multi_api}/app-only", headers=bearer(user_token))
+    assert_refused(response, 403, "wrong_token_type")
+    response = client.get(f"{multi_api}/delegated", headers=bearer(app_token))
+    assert_refused(response, 403, "wrong_token_type")
+
+
+def test_refuse_guests(multi_api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:
+    url = f"{multi_api}/no-guests"
+    assert status_of(client, url, fake_entra.token()) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(guest=True)))
+    assert_refused(response, 403, "guest_not_allowed")
+    # idp different from iss alone makes a guest too
+    idp_only = fake_entra.token(idp="https://sts.windows.net/" + OTHER_TENANT + "/")
+    assert_refused(client.get(url, headers=bearer(idp_only)), 403, "guest_not_allowed")
+
+
+def test_new_codes_are_403() -> None:
+    assert STATUS_BY_CODE["wrong_token_type"] == 403
+    assert STATUS_BY_CODE["guest_not_allowed"] == 403
+    assert AuthError("guest_not_allowed", "x").www_authenticate() is None
+
+
+def test_all_of(multi_api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:
+    url = f"{multi_api}/and"
+    assert status_of(client, url, fake_entra.token(scopes=["Items.Read"], tenant_id=TID)) == 200
+    wrong_scope = fake_entra.token(scopes=["X"], tenant_id=TID)
+    assert_refused(client.get(url, headers=bearer(wrong_scope)), 403, "insufficient_scope")
+    wrong_tenant = fake_entra.token(scopes=["Items.Read"], tenant_id=OTHER_TENANT)
+    assert_refused(client.get(url, headers=bearer(wrong_tenant)), 403, "tenant_not_allowed")
+
+
+def test_any_of(multi_api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:
+    url = f"{multi_api}/or"
+    assert status_of(client, url, fake_entra.token(app_only=True, roles=["Admin"])) == 200
+    assert status_of(client, url, fake_entra.token(scopes=["Items.Read"])) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(scopes=["X"])))
+    assert_refused(response, 403, "missing_role")  # the first alternative's reason
+
+
+def test_any_of_skips_graph_when_a_cheaper_guard_passes(
+    multi_api: str, client: httpx.Client, fake_entra: FakeEntraID
+) -> None:
+    """No client secret configured: reaching Graph would be a 503."""
+    url = f"{multi_api}/or-groups"
+    admin_with_overage = fake_entra.token(app_only=True, roles=["Admin"], overage=True)
+    assert status_of(client, url, admin_with_overage) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(overage=True)))
+    assert_refused(response, 503, "groups_unavailable")
+    assert "ENTRA_CLIENT_SECRET" in response.json()["detail"]
+    assert status_of(client, url, fake_entra.token(groups=[GROUP])) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(groups=["other"])))
+    assert_refused(response, 403, "missing_role")
+
+
+def test_nested_composition(multi_api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:
+    url = f"{multi_api}/nested"
+    assert status_of(client, url, fake_entra.token(scopes=["B"])) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(scopes=["B"], guest=True)))
+    assert_refused(response, 403, "guest_not_allowed")
+    response = client.get(url, headers=bearer(fake_entra.token(scopes=["C"])))
+    assert_refused(response, 403, "insufficient_scope")
+
+
+def test_stacked_guards_all_apply(
+    multi_api: str, client: httpx.Client, fake_entra: FakeEntraID
+) -> None:
+    url = f"{multi_api}/stacked"
+    assert status_of(client, url, fake_entra.token(scopes=["Items.Read"])) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(app_only=True)))
+    assert_refused(response, 403, "wrong_token_type")
+
+
+def test_security_returns_the_principal(
+    multi_api: str, client: httpx.Client, fake_entra: FakeEntraID
+) -> None:
+    response = client.get(
+        f"{multi_api}/principal", headers=bearer(fake_entra.token(scopes=["Items.Read", "B"]))
+    )
+    assert response.json() == {"tid": TID, "scopes": ["B", "Items.Read"]}
+    assert_refused(client.get(f"{multi_api}/principal"), 401, "missing_token")
+
+
+def test_router_level_guard(multi_api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:
+    url = f"{multi_api}/router"
+    assert status_of(client, url, fake_entra.token(roles=["Admin"])) == 200
+    assert_refused(client.get(url, headers=bearer(fake_entra.token())), 403, "missing_role")
+
+
+def test_groups_from_claim_compare_ids_case_insensitively(
+    multi_api: str, client: httpx.Client, fake_entra: FakeEntraID
+) -> None:
+    url = f"{multi_api}/groups-claim"
+    assert status_of(client, url, fake_entra.token(groups=["x", GROUP])) == 200
+    response = client.get(url, headers=bearer(fake_entra.token(groups=[])))
+    assert_refused(response, 403, "missing_group")
+
+
+def test_guards_run_on_the_event_loop(
+    multi_api: str, client: httpx.Client, fake_entra: FakeEntraID
+) -> None:
+    GUARD_THREADS.clear()
+    for _ in range(5):
+        assert status_of(client, f"{multi_api}/thread", fake_entra.token()) == 200
+    assert len(GUARD_THREADS) == 1  # a thread pool would spread them over several threads
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        require_principal,
+        require_scopes("a"),
+        require_roles("r"),
+        require_scopes_or_app_roles(scopes="a", app_roles="r"),
+        require_groups(GROUP),
+        require_tenants(TID),
+        require_directory_roles(GLOBAL_ADMIN),
+        require_app_only,
+        require_delegated,
+        refuse_guests,
+        require_scopes("a") & require_roles("b"),
+        require_scopes("a") | require_roles("b"),
+    ],
+)
+def test_guards_are_async_single_parameter_dependencies(guard: Guard) -> None:
+    assert inspect.iscoroutinefunction(type(guard).__call__)
+    assert list(inspect.signature(guard).parameters) == ["connection"]
+
+
+def test_guard_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        require_scopes()
+    with pytest.raises(ValueError):
+        require_groups("")
+    with pytest.raises(ValueError):
+        require_scopes_or_app_roles()
+    with pytest.raises(TypeError):
+        all_of(require_scopes("a"), "b")  # type: ignore[arg-type]
+    # one string is one name, not its letters; a list works like varargs
+    assert require_scopes_or_app_roles(scopes="Items.Read").scope_alternatives() == [
+        frozenset({"Items.Read"})
+    ]
+    assert require_scopes(["a", "b"]).scope_alternatives() == [  # type: ignore[arg-type]
+        frozenset({"a"}),
+        frozenset({"b"}),
+    ]
