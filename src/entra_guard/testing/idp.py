@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -327,7 +328,8 @@ class FakeEntraID:
         injected = await self._injected(request)
         if injected is not None:
             return injected
-        form = await request.form()
+        # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency.
+        form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
         client_id, secret = form.get("client_id"), form.get("client_secret")
         if form.get("grant_type") != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
