@@ -17,7 +17,10 @@ class LiveServer:
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, **config: Any):
         import uvicorn  # the ``testing`` extra; imported here so the library never needs it
 
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto is TCP; with proto 0 every keep-alive response after the first waits
+        # ~40 ms (Nagle + delayed ACK between the header and body writes).
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
