@@ -11,6 +11,7 @@ Configured only by the environment (``ENTRA_*`` and ``SAMPLE_FINANCE_GROUP_ID``)
 | GET /admin     | app role Admin                                                    |
 | GET /finance   | group SAMPLE_FINANCE_GROUP_ID (overage resolved through Graph)    |
 | WS /ws/items   | same as GET /items                                                |
+| GET /metrics   | none: Prometheus metrics (when prometheus-client is installed)    |
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
-from fastapi import Body, Depends, FastAPI, Security, WebSocket
+from fastapi import Body, Depends, FastAPI, Response, Security, WebSocket
 
 from entra_guard import (
     AuthError,
@@ -37,6 +38,9 @@ from entra_guard import (
     setup_openapi,
 )
 from entra_guard.guards import Guard
+
+if TYPE_CHECKING:
+    from entra_guard.contrib.prometheus import PrometheusObserver
 
 read_items = require_scopes_or_app_roles(scopes=["Items.Read"], app_roles=["Items.Read.All"])
 write_items = require_scopes("Items.Write")
@@ -55,6 +59,15 @@ def finance_guard(group_id: str | None = None) -> Guard:
     return require_groups(group) if group else _Unconfigured()
 
 
+def prometheus_observer() -> PrometheusObserver | None:
+    """Metrics for ``/metrics``, when the ``prometheus`` extra is installed."""
+    try:
+        from entra_guard.contrib.prometheus import PrometheusObserver
+    except ImportError:
+        return None
+    return PrometheusObserver()  # its own registry: two apps never share counters
+
+
 def create_app(
     settings: EntraSettings | None = None,
     *,
@@ -71,7 +84,8 @@ def create_app(
         http_client = dev_issuer.client
         settings = dev_issuer.settings  # with the dev Graph's client secret
     finance = finance_guard(finance_group_id)
-    auth = EntraAuth(settings, http_client=http_client)
+    metrics = prometheus_observer()
+    auth = EntraAuth(settings, http_client=http_client, observer=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +100,7 @@ def create_app(
     app = FastAPI(title="entra-guard sample API", lifespan=lifespan)
     app.add_middleware(EntraAuthMiddleware, auth=auth)
     app.state.auth = auth
+    app.state.metrics = metrics
     setup_openapi(app, auth)
     if dev_issuer is not None:
         app.include_router(dev_issuer.router)
@@ -93,6 +108,15 @@ def create_app(
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    if metrics is not None:
+        exposition = metrics.exposition
+
+        # Public here for the demo; in production serve it on an internal port or guard it.
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            body, content_type = exposition()
+            return Response(body, media_type=content_type)
 
     @app.get("/me")
     async def me(principal: Annotated[Principal, Depends(require_principal)]) -> dict[str, Any]:
