@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from typing import Any
 
 import httpx
 
 from .settings import EntraSettings
+
+logger = logging.getLogger("entra_guard.http")
 
 #: Largest JSON document we accept from the IdP or Graph.
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
@@ -29,12 +32,28 @@ def build_client(settings: EntraSettings) -> httpx.AsyncClient:
     """The client entra-guard uses when the app does not pass its own.
 
     Proxy and CA settings from ``EntraSettings`` win; otherwise httpx honours
-    the usual ``HTTPS_PROXY`` / ``SSL_CERT_FILE`` environment variables.
-    Redirects are never followed: a redirect from the IdP is an error.
+    the usual ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` and
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` environment variables. ``ca_bundle``
+    replaces the default trust store. Turning ``tls_verify`` off logs a warning
+    every time a client is built. Redirects are never followed: a redirect from
+    the IdP is an error.
     """
     verify: ssl.SSLContext | bool = settings.tls_verify
-    if settings.ca_bundle and settings.tls_verify:
-        verify = ssl.create_default_context(cafile=settings.ca_bundle)
+    if not settings.tls_verify:
+        logger.warning(
+            "INSECURE: ENTRA_TLS_VERIFY is off, so anyone on the network path can serve "
+            "signing keys and forge tokens this API will accept. Use ENTRA_CA_BUNDLE for a "
+            "private or corporate CA instead.%s",
+            " (ENTRA_CA_BUNDLE is ignored while verification is off)" if settings.ca_bundle else "",
+        )
+    elif settings.ca_bundle:
+        try:
+            verify = ssl.create_default_context(cafile=settings.ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"ENTRA_CA_BUNDLE={settings.ca_bundle!r} cannot be loaded as PEM CA "
+                f"certificates: {exc}"
+            ) from exc
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.http_timeout),
         proxy=settings.http_proxy,

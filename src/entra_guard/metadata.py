@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -230,7 +230,15 @@ class MetadataCache:
 
     async def _load_everything(self, previous: TenantMetadata | None) -> TenantMetadata:
         versions = sorted(set(self._settings.accepted_token_versions) | {"2.0"}, reverse=True)
-        documents = await asyncio.gather(*(self._fetch_discovery(v) for v in versions))
+        # Wait for every fetch even when one fails: a fetch left running outlives
+        # aclose() and leaks its connection (cancelling it mid-TLS-handshake leaks too).
+        results = await asyncio.gather(
+            *(self._fetch_discovery(v) for v in versions), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        documents = cast("list[Mapping[str, Any]]", results)
         by_version = dict(zip(versions, documents, strict=True))
         v2 = by_version["2.0"]
         jwks_uri = _https_url(v2, "jwks_uri")
