@@ -169,6 +169,14 @@ def test_graph_retry_after_beyond_budget_is_503_at_once(
     assert_refused(response, 503, "groups_unavailable")
     assert int(response.headers["retry-after"]) == 60
     assert time.monotonic() - started < 3
+    assert sum(fake_graph.hits.values()) == 1
+    # the throttle is over on the fake's side, but Graph asked for 60 s: the next look-up of
+    # any user of that tenant does not call it before then
+    other = overage_user(fake_graph, [FINANCE_GROUP])
+    response = finance(client, groups_api, fake_entra.token(object_id=other, overage=True))
+    assert_refused(response, 503, "groups_unavailable")
+    assert 55 <= int(response.headers["retry-after"]) <= 60
+    assert sum(fake_graph.hits.values()) == 1
 
 
 def test_token_endpoint_down_fails_closed(
@@ -301,3 +309,38 @@ def test_dev_mode_resolves_overage(start_api: ApiFactory, client: httpx.Client) 
     assert finance(client, api, in_claim).status_code == 200
     app_member = mint(app_only=True, roles=["Admin"], groups=[FINANCE_GROUP], overage=True)
     assert finance(client, api, app_member).status_code == 200
+
+
+def test_app_token_renewed_shortly_before_expiry(
+    groups_api: str, client: httpx.Client, fake_entra: FakeEntraID, fake_graph: FakeGraph
+) -> None:
+    fake_entra.app_token_lifetime = 2  # kept for max(2 - 300, 2 / 2) = 1 s
+    try:
+        first, second = (overage_user(fake_graph, [FINANCE_GROUP]) for _ in range(2))
+        token = fake_entra.token(object_id=first, overage=True)
+        assert finance(client, groups_api, token).status_code == 200
+        time.sleep(1.2)
+        token = fake_entra.token(object_id=second, overage=True)
+        assert finance(client, groups_api, token).status_code == 200
+    finally:
+        fake_entra.app_token_lifetime = 3600
+    assert fake_entra.hits_matching("/oauth2/v2.0/token") == 2
+    assert sorted(fake_graph.tokens_used.values()) == [1, 1]
+
+
+def test_groups_cache_ttl_setting(
+    start_api: ApiFactory,
+    graph_settings: EntraSettings,
+    client: httpx.Client,
+    fake_entra: FakeEntraID,
+    fake_graph: FakeGraph,
+) -> None:
+    settings = graph_settings.model_copy(update={"groups_cache_ttl": 0.0})
+    api = start_api(settings, finance_group_id=FINANCE_GROUP)
+    oid = overage_user(fake_graph, [FINANCE_GROUP])
+    token = fake_entra.token(object_id=oid, overage=True)
+    assert finance(client, api, token).status_code == 200
+    assert finance(client, api, token).status_code == 200
+    assert fake_graph.membership_lookups == 2  # nothing kept with a zero TTL
+    fake_graph.set_groups(oid, [])  # removed from the group: seen at once without a cache
+    assert_refused(finance(client, api, token), 403, "missing_group")

@@ -91,6 +91,10 @@ class GraphClient:
             settings.groups_cache_size, clock=clock
         )
         self._tokens: BoundedTTLCache[str, str] = BoundedTTLCache(TOKEN_CACHE_SIZE, clock=clock)
+        # tenant -> when Graph said we may call again (a Retry-After we could not wait out).
+        self._not_before: BoundedTTLCache[str, float] = BoundedTTLCache(
+            TOKEN_CACHE_SIZE, clock=clock
+        )
         self._lookups: SingleFlight[tuple[str, str], frozenset[str]] = SingleFlight()
         self._token_fetches: SingleFlight[str, str] = SingleFlight()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
@@ -140,7 +144,12 @@ class GraphClient:
     # -- look-up --------------------------------------------------------------------
 
     async def _lookup(self, tid: str, oid: str, *, app_only: bool) -> frozenset[str]:
-        deadline = self._clock() + self.budget
+        now = self._clock()
+        not_before = self._not_before.get(tid)
+        if not_before is not None:
+            # Graph throttled this tenant: honour its Retry-After across look-ups too.
+            raise _LookupFailed("Microsoft Graph is throttling; try again later", not_before - now)
+        deadline = now + self.budget
         async with self._slots:
             cached = self._groups.get((tid, oid))  # filled while we waited for a slot
             if cached is not None:
@@ -190,7 +199,7 @@ class GraphClient:
                     self._tokens.pop(tid)  # revoked or expired early: get a new one once
                     renewed = True
                     continue
-                await self._pause_or_fail(exc, attempt, deadline, what="Microsoft Graph")
+                await self._pause_or_fail(exc, tid, attempt, deadline, what="Microsoft Graph")
 
     async def _app_token(self, tid: str, deadline: float) -> str:
         token = self._tokens.get(tid)
@@ -215,7 +224,7 @@ class GraphClient:
                 body = await self._call("POST", url, deadline, data=form)
                 break
             except FetchError as exc:
-                await self._pause_or_fail(exc, attempt, deadline, what="the token endpoint")
+                await self._pause_or_fail(exc, tid, attempt, deadline, what="the token endpoint")
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise _LookupFailed("The token endpoint answered without an access_token")
@@ -245,9 +254,13 @@ class GraphClient:
             self.observer.graph_call(ok=ok, seconds=time.perf_counter() - started)
 
     async def _pause_or_fail(
-        self, exc: FetchError, attempt: int, deadline: float, *, what: str
+        self, exc: FetchError, tid: str, attempt: int, deadline: float, *, what: str
     ) -> None:
-        """Sleep as asked (429/5xx) when the budget allows it, else raise ``_LookupFailed``."""
+        """Sleep as asked (429/5xx) when the budget allows it, else raise ``_LookupFailed``.
+
+        A ``Retry-After`` we cannot wait out is remembered for the tenant, so the
+        next look-ups do not call Graph before it allows.
+        """
         status = exc.status
         retryable = status is None or status in RETRYABLE
         if status is None:
@@ -260,11 +273,14 @@ class GraphClient:
         else:
             detail = f"{what} answered HTTP {status}"
         logger.warning("groups overage look-up: %s", detail)
-        if not retryable or attempt >= MAX_ATTEMPTS:
-            raise _LookupFailed(detail, retry_after=exc.retry_after)
         wait = exc.retry_after if exc.retry_after is not None else min(0.25 * 2**attempt, 2.0)
-        if self._clock() + wait >= deadline:
-            raise _LookupFailed(detail, retry_after=exc.retry_after or wait)
+        if not retryable or attempt >= MAX_ATTEMPTS or self._clock() + wait >= deadline:
+            if exc.retry_after:
+                until = self._clock() + exc.retry_after
+                self._not_before.set(tid, until, until)
+            raise _LookupFailed(
+                detail, retry_after=exc.retry_after or (wait if retryable else None)
+            )
         await asyncio.sleep(wait)
 
 
