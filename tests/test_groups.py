@@ -237,6 +237,25 @@ def test_claim_sources_url_is_never_fetched(
     assert trap_hits == []
 
 
+def test_next_link_off_the_graph_host_is_never_followed(
+    groups_api: str, client: httpx.Client, fake_entra: FakeEntraID, fake_graph: FakeGraph
+) -> None:
+    trap_hits: list[str] = []
+
+    async def trap(request: Request) -> Response:
+        trap_hits.append(request.headers.get("authorization", ""))
+        return JSONResponse({"value": [{"id": FINANCE_GROUP}]})
+
+    trap_app = Starlette(routes=[Route("/{path:path}", trap)])
+    with LiveServer(trap_app) as trap_server:
+        fake_graph.next_link_base = trap_server.url
+        oid = overage_user(fake_graph, groups(1500))  # two pages: the second link is the trap
+        response = finance(client, groups_api, fake_entra.token(object_id=oid, overage=True))
+        body = assert_refused(response, 503, "groups_unavailable")
+    assert "ENTRA_GRAPH_URL" in body["detail"]
+    assert trap_hits == []  # neither the request nor the Graph app token left for the trap
+
+
 def test_concurrent_requests_share_one_graph_lookup(
     groups_api: str, fake_entra: FakeEntraID, fake_graph: FakeGraph
 ) -> None:

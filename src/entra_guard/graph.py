@@ -265,7 +265,7 @@ class GraphClient:
         retryable = status is None or status in RETRYABLE
         if status is None:
             detail = f"{what} could not be reached"
-        elif status in (401, 403):
+        elif status in (401, 403) or (status == 400 and what == "the token endpoint"):
             detail = (
                 f"{what} refused the request (HTTP {status}): check ENTRA_CLIENT_SECRET and "
                 "that the GroupMember.Read.All application permission is granted"

@@ -63,6 +63,9 @@ class FakeGraph:
         #: app tokens presented, with how often
         self.tokens_used: Counter[str] = Counter()
         self.response_delay = 0.0
+        #: base URL written into ``@odata.nextLink`` (default: this server), to test that
+        #: a client never follows a link off its Graph host
+        self.next_link_base: str | None = None
         self._fault: _Fault | None = None
         self._lock = threading.Lock()
         routes = [
@@ -96,6 +99,7 @@ class FakeGraph:
         self.membership_lookups = 0
         self.memberships.clear()
         self.response_delay = 0.0
+        self.next_link_base = None
 
     def tenants_used(self) -> set[str]:
         """Tenants of the app tokens presented."""
@@ -165,7 +169,7 @@ class FakeGraph:
             "value": [{"@odata.type": "#microsoft.graph.group", "id": g} for g in page],
         }
         if skip + top < len(groups):
-            base = str(request.base_url).rstrip("/")
+            base = self.next_link_base or str(request.base_url).rstrip("/")
             body["@odata.nextLink"] = (
                 f"{base}{request.url.path}?$select=id&$top={top}&$skiptoken={skip + top}"
             )
