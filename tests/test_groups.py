@@ -231,7 +231,7 @@ def test_claim_sources_url_is_never_fetched(
         assert finance(client, groups_api, token).status_code == 200
         token = fake_entra.token(object_id=outsider, overage=True, claim_source=source)
         assert_refused(finance(client, groups_api, token), 403, "missing_group")
-        fake_graph.fail(503)
+        fake_graph.fail(403)  # Graph cannot answer: still no fallback to the token's URL
         token = fake_entra.token(object_id=str(uuid.uuid4()), overage=True, claim_source=source)
         assert_refused(finance(client, groups_api, token), 503, "groups_unavailable")
     assert trap_hits == []
