@@ -316,6 +316,16 @@ def test_garbage_is_malformed_and_never_echoed(run: Run) -> None:
     assert doc["header"] is None and doc["claims"] is None
 
 
+def test_terminal_escapes_in_a_token_never_reach_the_screen(
+    run: Run, fake_entra: FakeEntraID
+) -> None:
+    token = fake_entra.token(**{"x\x1b[2Jevil": "\x1b]0;pwned\x07"})
+    status, out, err = run(token)
+    assert status == 0, out + err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "x?[2Jevil" in out
+
+
 # -- input -------------------------------------------------------------------------------
 
 

@@ -583,8 +583,15 @@ def _value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
+def _printable(text: str) -> str:
+    """Token content is attacker-controlled: no terminal escape sequences reach the screen."""
+    return "".join(c if c.isprintable() or c == "\n" else "?" for c in text)
+
+
 def render_text(report: Report, out: TextIO) -> None:
-    w = out.write
+    def w(text: str) -> None:
+        out.write(_printable(text))
+
     if report.header is not None:
         w("Header (untrusted)\n")
         for name, value in report.header.items():
