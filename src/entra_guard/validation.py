@@ -82,8 +82,45 @@ def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
-def parse_token(token: str, accepted_algorithms: tuple[str, ...]) -> ParsedToken:
-    """Rules 1-2: shape, size, header. Raises ``AuthError`` with the DESIGN.md code."""
+#: Header segments remembered per validator (a tenant's tokens share a handful of headers).
+HEADER_CACHE_SIZE = 64
+_HEADER_CACHE_MAX_SEGMENT = 512
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _decode_header(segment: str, cache: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """``decode_json_segment(segment, "header")``, memoized on the exact segment text.
+
+    Only successful decodes of short, flat headers (scalar values, as Entra's
+    ``typ``/``alg``/``kid``/``x5t``) are kept, and callers get a copy, so the
+    result is the same as a fresh parse; every check on it still runs per token.
+    """
+    if cache is None:
+        return decode_json_segment(segment, "header")
+    cached = cache.get(segment)
+    if cached is not None:
+        return dict(cached)
+    header = decode_json_segment(segment, "header")
+    if len(segment) <= _HEADER_CACHE_MAX_SEGMENT and all(
+        isinstance(value, _SCALARS) for value in header.values()
+    ):
+        if len(cache) >= HEADER_CACHE_SIZE:
+            cache.clear()
+        cache[segment] = dict(header)
+    return header
+
+
+def parse_token(
+    token: str,
+    accepted_algorithms: tuple[str, ...],
+    *,
+    header_cache: dict[str, dict[str, Any]] | None = None,
+) -> ParsedToken:
+    """Rules 1-2: shape, size, header. Raises ``AuthError`` with the DESIGN.md code.
+
+    ``header_cache`` (owned by the caller, e.g. one ``TokenValidator``) skips
+    re-decoding a header segment seen before; the outcome is the same.
+    """
     if len(token) > MAX_TOKEN_LENGTH:
         raise _malformed(f"The token is larger than {MAX_TOKEN_LENGTH} bytes")
     if not token.isascii():
@@ -94,7 +131,7 @@ def parse_token(token: str, accepted_algorithms: tuple[str, ...]) -> ParsedToken
     if len(parts) != 3 or not all(parts[:2]):
         raise _malformed("The token is not a compact JWS (header.payload.signature)")
     header_segment, payload_segment, signature_segment = parts
-    header = decode_json_segment(header_segment, "header")
+    header = _decode_header(header_segment, header_cache)
     alg = header.get("alg")
     if "enc" in header:
         raise _malformed("Encrypted (JWE) tokens are not accepted; send a signed access token")
@@ -233,9 +270,10 @@ class TokenValidator:
         self.algorithms = tuple(settings.accepted_algorithms)
         self.audiences = frozenset(settings.audiences or ())
         self.allowed_tenants = frozenset(settings.allowed_tenants)
+        self._headers: dict[str, dict[str, Any]] = {}
 
     async def validate(self, token: str) -> ValidatedToken:
-        parsed = parse_token(token, self.algorithms)
+        parsed = parse_token(token, self.algorithms, header_cache=self._headers)
         if parsed.kid is None and parsed.x5t is None:
             raise AuthError("unknown_key", "The token header names no signing key ('kid')")
         key = await self.metadata.signing_key(parsed.kid, parsed.x5t)
