@@ -34,8 +34,14 @@ run: install
 	SAMPLE_FINANCE_GROUP_ID=$${SAMPLE_FINANCE_GROUP_ID:-33333333-3333-3333-3333-333333333333} \
 	$(VENV)/bin/uvicorn sample_app.main:app --host $(HOST) --port $(PORT) --h11-max-incomplete-event-size 65536
 
+# Benchmarks (see bench/__main__.py): wrk from Debian when missing (else a
+# Python load generator), fastapi-azure-auth in its own venv bench/.venv-peer as the peer.
 bench: install
-	$(PY) -m bench
+	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null 2>&1; } || \
+		echo "bench: wrk could not be installed; using the Python load generator"
+	$(PY) -m bench.peer_setup
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,8 @@ ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 PEER_VENV = BENCH_DIR / ".venv-peer"
 PEER_PYTHON = PEER_VENV / "bin" / "python"
+SERVER_VENV = BENCH_DIR / ".venv-server"
+SERVER_PYTHON = SERVER_VENV / "bin" / "python"
 
 #: Fixed ids so every process of one run agrees on them.
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
