@@ -29,9 +29,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from entra_guard import AuthError, EntraAuth, EntraSettings
 from entra_guard.http import build_client
-from entra_guard.testing import FakeEntraID, LiveServer
+from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 
 # -- a real forward proxy ------------------------------------------------------------------
+
+
+HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "host", "transfer-encoding"}
 
 
 class _ProxyHandler(socketserver.StreamRequestHandler):
@@ -74,14 +77,15 @@ class _ProxyHandler(socketserver.StreamRequestHandler):
 
     def _forward(self, method: str, target: str, headers: list[bytes]) -> None:
         url = httpx.URL(target)
-        length = 0
+        forwarded = {}
         for line in headers:
             name, _, value = line.decode("latin-1").partition(":")
-            if name.strip().lower() == "content-length":
-                length = int(value.strip())
+            if name.strip().lower() not in HOP_BY_HOP:
+                forwarded[name.strip()] = value.strip()
+        length = int(forwarded.get("content-length", forwarded.get("Content-Length", "0")))
         body = self.rfile.read(length) if length else b""
         with httpx.Client(trust_env=False, timeout=10) as upstream:
-            response = upstream.request(method, url, content=body)
+            response = upstream.request(method, url, content=body, headers=forwarded)
         self.wfile.write(f"HTTP/1.1 {response.status_code} Relayed\r\n".encode())
         self.wfile.write(b"content-type: application/json\r\n")
         self.wfile.write(f"content-length: {len(response.content)}\r\n".encode())
@@ -159,6 +163,30 @@ async def test_proxy_environment_variables_are_honoured(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert await authenticate(entra_settings, fake_entra.token()) == fake_entra.tenant_id
     assert proxy.requests == []
+
+
+async def test_graph_and_token_calls_go_through_the_proxy_too(
+    graph_settings: EntraSettings,
+    fake_entra: FakeEntraID,
+    fake_graph: FakeGraph,
+    proxy: RecordingProxy,
+) -> None:
+    oid = "0f1e2d3c-4b5a-4697-8877-665544332211"
+    fake_graph.set_groups(oid, ["3f5c9b1e-2d4a-4e6f-8a7b-1c2d3e4f5a6b"])
+    settings = graph_settings.model_copy(update={"http_proxy": proxy.url})
+    async with EntraAuth(settings) as auth:
+        principal = await auth.authenticate(fake_entra.token(object_id=oid, overage=True))
+        groups = await auth.group_ids(principal)
+    assert "3f5c9b1e-2d4a-4e6f-8a7b-1c2d3e4f5a6b" in groups
+    relayed = [r.split(" ")[:2] for r in proxy.requests]
+    assert [
+        "POST",
+        f"{settings.authority_host}/{fake_entra.tenant_id}/oauth2/v2.0/token",
+    ] in relayed
+    assert any(
+        method == "GET" and url.startswith(f"{settings.graph_url}/v1.0/users/{oid}/")
+        for method, url in relayed
+    )
 
 
 async def test_dead_proxy_is_idp_unavailable_not_a_crash(
