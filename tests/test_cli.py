@@ -408,7 +408,7 @@ def test_unreachable_authority_exits_2(run: Run, fake_entra: FakeEntraID) -> Non
         settings=False,
     )
     assert status == 2
-    assert "code=idp_unavailable" in out and "ConnectError" in out
+    assert "UNDECIDED" in out and "code=idp_unavailable" in out and "ConnectError" in out
     assert_no_secret(token, out, err)
 
 

@@ -437,7 +437,10 @@ def hint_for(error: AuthError, report: Report, settings: EntraSettings) -> str:
             )
         if "larger" in error.detail:
             return "the token exceeds 16 KiB: usually too many group claims; use app roles"
-        return "send the access token itself (three dot-separated base64url parts), not a code"
+        return (
+            "send the access token itself (header.payload.signature in base64url), "
+            "not an authorization code, a refresh token or a truncated copy"
+        )
     if code == "unsupported_algorithm":
         return (
             f"Entra ID signs access tokens with RS256; alg={header.get('alg')!r} means the "
@@ -619,7 +622,10 @@ def render_text(report: Report, out: TextIO) -> None:
     if report.valid:
         w("Verdict: VALID, the API accepts this token\n")
         return
-    if report.code is not None:
+    if report.code is not None and report.exit_code == EXIT_ERROR:
+        w(f"Verdict: UNDECIDED, the API answers HTTP {report.status} code={report.code}\n")
+        w(f"  {report.detail}\n")
+    elif report.code is not None:
         w(f"Verdict: REJECTED, HTTP {report.status} code={report.code}\n")
         w(f"  {report.detail}\n")
     if report.error:
