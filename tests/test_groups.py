@@ -6,14 +6,23 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
+from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from entra_guard import EntraSettings
+from entra_guard import (
+    AuthObserver,
+    EntraAuth,
+    EntraAuthMiddleware,
+    EntraSettings,
+    require_groups,
+)
 from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 
 from .conftest import FINANCE_GROUP, ApiFactory, assert_refused, bearer
@@ -363,3 +372,51 @@ def test_groups_cache_ttl_setting(
     assert fake_graph.membership_lookups == 2  # nothing kept with a zero TTL
     fake_graph.set_groups(oid, [])  # removed from the group: seen at once without a cache
     assert_refused(finance(client, api, token), 403, "missing_group")
+
+
+class Recorder(AuthObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, bool]] = []
+
+    def graph_call(self, *, ok: bool, seconds: float) -> None:
+        assert seconds >= 0
+        self.events.append(("graph_call", ok))
+
+    def groups_cache(self, *, hit: bool) -> None:
+        self.events.append(("groups_cache", hit))
+
+
+def test_observer_sees_graph_calls_and_cache_hits(
+    start_api: ApiFactory,
+    graph_settings: EntraSettings,
+    client: httpx.Client,
+    fake_entra: FakeEntraID,
+    fake_graph: FakeGraph,
+) -> None:
+    recorder = Recorder()
+    auth = EntraAuth(graph_settings, observer=recorder)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await auth.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+    app.add_middleware(EntraAuthMiddleware, auth=auth)
+
+    @app.get("/g", dependencies=[Depends(require_groups(FINANCE_GROUP))])
+    async def g() -> dict[str, str]:
+        return {}
+
+    api = start_api(app=app)
+    oid = overage_user(fake_graph, [FINANCE_GROUP])
+    token = fake_entra.token(object_id=oid, overage=True)
+    assert client.get(f"{api}/g", headers=bearer(token)).status_code == 200
+    # the cache miss, then the token endpoint and one Graph page
+    assert recorder.events == [("groups_cache", False), ("graph_call", True), ("graph_call", True)]
+    assert client.get(f"{api}/g", headers=bearer(token)).status_code == 200
+    assert recorder.events[-1] == ("groups_cache", True)
+    fake_graph.fail(403)
+    other = fake_entra.token(object_id=overage_user(fake_graph, []), overage=True)
+    assert_refused(client.get(f"{api}/g", headers=bearer(other)), 503, "groups_unavailable")
+    assert recorder.events[-2:] == [("groups_cache", False), ("graph_call", False)]

@@ -108,7 +108,7 @@ class GraphClient:
         claim; Graph is only asked when the token says it left groups out.
         """
         if not principal.groups_overage:
-            return principal.groups
+            return frozenset(g.lower() for g in principal.groups)
         tid, oid = principal.tenant_id, principal.object_id
         if oid is None or not GUID_RE.match(oid.lower()) or not GUID_RE.match(tid):
             raise _unavailable("The token has a groups overage marker but no usable 'oid'")
@@ -140,6 +140,7 @@ class GraphClient:
         await self._token_fetches.aclose()
         self._groups.clear()
         self._tokens.clear()
+        self._not_before.clear()
 
     # -- look-up --------------------------------------------------------------------
 
