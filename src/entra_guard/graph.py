@@ -65,9 +65,15 @@ class _LookupFailed(Exception):
         self.retry_after = retry_after
 
 
+#: What the client is told; the reason (configuration, Graph status) goes to the log only.
+UNAVAILABLE_DETAIL = "Group membership could not be determined right now; try again later"
+
+
 def _unavailable(detail: str, retry_after: float | None = None) -> AuthError:
+    """Fail closed. The operator reads ``detail`` in the log; callers never see config hints."""
+    logger.warning("groups_unavailable: %s", detail)
     seconds = None if retry_after is None else max(1, math.ceil(retry_after))
-    return AuthError("groups_unavailable", detail, retry_after=seconds)
+    return AuthError("groups_unavailable", UNAVAILABLE_DETAIL, retry_after=seconds)
 
 
 class GraphClient:
