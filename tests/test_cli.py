@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -324,6 +325,21 @@ def test_terminal_escapes_in_a_token_never_reach_the_screen(
     assert status == 0, out + err
     assert "\x1b" not in out and "\x07" not in out
     assert "x?[2Jevil" in out
+
+
+def test_verbose_shows_library_logs_on_stderr_only_for_that_run(
+    run: Run, fake_entra: FakeEntraID
+) -> None:
+    package_logger = logging.getLogger("entra_guard")
+    handlers, level = list(package_logger.handlers), package_logger.level
+    token = fake_entra.token(header={"kid": "gone"})
+    status, out, err = run(token, "-v")
+    assert status == 1
+    assert "metadata loaded in" in err and "unknown signing key kid=gone" in err
+    assert_no_secret(token, out, err)
+    assert package_logger.handlers == handlers and package_logger.level == level
+    _, _, quiet = run(token)
+    assert quiet == ""
 
 
 # -- input -------------------------------------------------------------------------------
