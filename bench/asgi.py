@@ -107,7 +107,7 @@ async def _run(token: str, rounds: int, batch: int) -> AsgiResult:
     )
 
 
-def run(rounds: int = 9, batch: int = 2000) -> AsgiResult:
+def run(rounds: int = 15, batch: int = 1000) -> AsgiResult:
     idp = FakeEntraID(tenant_id=TENANT_ID, client_id=CLIENT_ID)
     with LiveServer(idp.app) as server:
         os.environ["BENCH_IDP_URL"] = server.url
