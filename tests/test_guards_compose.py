@@ -184,7 +184,7 @@ def test_any_of_skips_graph_when_a_cheaper_guard_passes(
     assert status_of(client, url, admin_with_overage) == 200
     response = client.get(url, headers=bearer(fake_entra.token(overage=True)))
     assert_refused(response, 503, "groups_unavailable")
-    assert "ENTRA_CLIENT_SECRET" in response.json()["detail"]
+    assert "ENTRA_CLIENT_SECRET" not in response.json()["detail"]  # the reason is only logged
     assert status_of(client, url, fake_entra.token(groups=[GROUP])) == 200
     response = client.get(url, headers=bearer(fake_entra.token(groups=["other"])))
     assert_refused(response, 403, "missing_role")
