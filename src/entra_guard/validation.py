@@ -110,6 +110,10 @@ def _decode_header(segment: str, cache: dict[str, dict[str, Any]] | None) -> dic
     return header
 
 
+#: ``ParsedToken``'s fields, as a plain tuple for the hot path (saves ~1 µs per token).
+_Parsed = tuple[dict[str, Any], str, str | None, str | None, bytes, str, bytes]
+
+
 def parse_token(
     token: str,
     accepted_algorithms: tuple[str, ...],
@@ -121,6 +125,26 @@ def parse_token(
     ``header_cache`` (owned by the caller, e.g. one ``TokenValidator``) skips
     re-decoding a header segment seen before; the outcome is the same.
     """
+    header, alg, kid, x5t, signing_input, payload_segment, signature = _parse(
+        token, accepted_algorithms, header_cache
+    )
+    return ParsedToken(
+        header=header,
+        alg=alg,
+        kid=kid,
+        x5t=x5t,
+        signing_input=signing_input,
+        payload_segment=payload_segment,
+        signature=signature,
+    )
+
+
+def _parse(
+    token: str,
+    accepted_algorithms: tuple[str, ...],
+    header_cache: dict[str, dict[str, Any]] | None,
+) -> _Parsed:
+    """``parse_token`` without building the dataclass."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise _malformed(f"The token is larger than {MAX_TOKEN_LENGTH} bytes")
     if not token.isascii():
@@ -152,22 +176,23 @@ def parse_token(
         signature = b64url_decode(signature_segment)
     except ValueError as exc:
         raise _malformed("The token signature is not base64url") from exc
-    return ParsedToken(
-        header=header,
-        alg=alg,
-        kid=kid,
-        x5t=x5t,
-        signing_input=f"{header_segment}.{payload_segment}".encode("ascii"),
-        payload_segment=payload_segment,
-        signature=signature,
-    )
+    signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
+    return header, alg, kid, x5t, signing_input, payload_segment, signature
 
 
 def verify_signature(parsed: ParsedToken, key: SigningKey) -> dict[str, Any]:
     """Rule 4. Returns the payload, decoded only once the signature holds."""
-    if not parsed.signature or not key.verify(parsed.alg, parsed.signing_input, parsed.signature):
+    return _verified_payload(
+        parsed.alg, parsed.signing_input, parsed.signature, parsed.payload_segment, key
+    )
+
+
+def _verified_payload(
+    alg: str, signing_input: bytes, signature: bytes, payload_segment: str, key: SigningKey
+) -> dict[str, Any]:
+    if not signature or not key.verify(alg, signing_input, signature):
         raise AuthError("invalid_signature", "The token signature does not verify")
-    return decode_json_segment(parsed.payload_segment, "payload")
+    return decode_json_segment(payload_segment, "payload")
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
@@ -273,11 +298,14 @@ class TokenValidator:
         self._headers: dict[str, dict[str, Any]] = {}
 
     async def validate(self, token: str) -> ValidatedToken:
-        parsed = parse_token(token, self.algorithms, header_cache=self._headers)
-        if parsed.kid is None and parsed.x5t is None:
+        # parse_token + verify_signature, without the intermediate ParsedToken.
+        _, alg, kid, x5t, signing_input, payload_segment, signature = _parse(
+            token, self.algorithms, self._headers
+        )
+        if kid is None and x5t is None:
             raise AuthError("unknown_key", "The token header names no signing key ('kid')")
-        key = await self.metadata.signing_key(parsed.kid, parsed.x5t)
-        claims = verify_signature(parsed, key)
+        key = await self.metadata.signing_key(kid, x5t)
+        claims = _verified_payload(alg, signing_input, signature, payload_segment, key)
         metadata = self.metadata.current
         assert metadata is not None  # signing_key() loaded it
         expires_at = check_lifetime(claims, self.clock(), self.settings.clock_skew)
