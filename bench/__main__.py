@@ -22,7 +22,7 @@ from typing import Any
 
 from . import apps, asgi, throughput, validation
 from .common import RESULTS_DIR, ROOT, fmt_ns, machine, median
-from .scale import ScaleResult, from_json
+from .scale import CHUNK, ScaleResult, from_json
 
 PARTS = ("validation", "asgi", "http", "scale")
 
@@ -142,7 +142,7 @@ def _scale_table(r: ScaleResult) -> list[str]:
         )
     t = r.tokens
     lines.append(
-        f"| token cache hit after 1,000 vs 10,000 tokens seen | | | | "
+        f"| token cache hit after {CHUNK:,} vs {t.items:,} tokens seen | | | | "
         f"| {t.hit_us_late / t.hit_us_early:.2f}x ({t.hit_us_early:.1f} → "
         f"{t.hit_us_late:.1f} µs) | {_ok(t.hit_us_late / t.hit_us_early <= 1.25)} |"
     )
@@ -159,7 +159,7 @@ def _scale_table(r: ScaleResult) -> list[str]:
 
 
 def _run_scale(quick: bool) -> ScaleResult:
-    args = ["2000", "2000", "512", "512"] if quick else []
+    args = ["2000", "2000", "1024", "1024"] if quick else []
     process = subprocess.run(
         [sys.executable, "-m", "bench.scale", *args],
         cwd=ROOT,
