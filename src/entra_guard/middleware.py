@@ -90,7 +90,10 @@ class EntraAuthMiddleware:
             try:
                 principal = await self.auth.authenticate(token)
             except AuthError as exc:
-                error = exc
+                # Without its traceback: the traceback holds this frame, which holds the
+                # scope, which holds the error: a reference cycle per refused request,
+                # left to the cyclic GC (full collections of ~35 ms under a bad-token load).
+                error = exc.with_traceback(None)
         self._store(scope, principal, error)
 
         started = False
@@ -106,7 +109,10 @@ class EntraAuthMiddleware:
         except AuthError as exc:
             if started:
                 raise
-            await self.reject(scope, send, exc)
+            try:
+                await self.reject(scope, send, exc)
+            finally:
+                exc.__traceback__ = None  # same cycle as above (guard frame -> scope -> error)
 
     @staticmethod
     def _store(scope: Scope, principal: Any, error: AuthError | None) -> None:
