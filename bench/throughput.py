@@ -9,6 +9,9 @@ over rounds is reported, which a noisy 2-core machine needs. Every request
 carries the same realistic bearer token (a verified-token cache hit after the
 first request, which is the steady state of a real API: clients reuse a token
 for its hour of life). Figures: median requests/s and median p99 over rounds.
+One more target hits the guarded server with a tampered signature (every
+request parsed, RSA-verified and refused with 401): the refusal path under a
+bad-token load.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class Server:
     p99_ms: list[float] = field(default_factory=list)
     errors: int = 0
     peak_rss_kib: int = 0
+    token: str = ""
+    #: False for the refusal target: its 401s are the point, not errors.
+    expect_ok: bool = True
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,7 @@ def run(rounds: int = 7, duration: float = 2.0, stack: str = "h11") -> Throughpu
     measure = _wrk if loadgen == "wrk" else _python_loadgen
     idp = FakeEntraID(tenant_id=TENANT_ID, client_id=CLIENT_ID)
     servers: list[Server] = []
+    targets: list[Server] = []
     with LiveServer(idp.app) as fake:
         token = make_token(idp)
         env = {
@@ -220,19 +227,30 @@ def run(rounds: int = 7, duration: float = 2.0, stack: str = "h11") -> Throughpu
             else:
                 notes.append(f"{PEER_PYTHON} missing (run `make bench`): peer skipped")
             for server in servers:
+                server.token = token
                 _wait_ready(server, token)
                 measure(server.url, token, 1.0)  # warm-up, discarded
+            guarded = servers[1]
+            refused = Server(
+                name="refused",
+                label="entra-guard, tampered signature (401)",
+                process=guarded.process,
+                url=guarded.url,
+                token=token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB"),
+                expect_ok=False,
+            )
+            targets = [*servers, refused]
             for index in range(rounds):
-                order = servers[index % len(servers) :] + servers[: index % len(servers)]
-                for server in order:
-                    rps, p99, errors = measure(server.url, token, duration)
-                    server.rps.append(rps)
-                    server.p99_ms.append(p99)
-                    server.errors += errors
-            for server in servers:
-                server.peak_rss_kib = peak_rss_kib(server.process.pid)
-                if server.errors:
-                    notes.append(f"{server.label}: {server.errors} failed requests under load")
+                order = targets[index % len(targets) :] + targets[: index % len(targets)]
+                for target in order:
+                    rps, p99, errors = measure(target.url, target.token, duration)
+                    target.rps.append(rps)
+                    target.p99_ms.append(p99)
+                    target.errors += errors if target.expect_ok else 0
+            for target in targets:
+                target.peak_rss_kib = peak_rss_kib(target.process.pid)
+                if target.errors:
+                    notes.append(f"{target.label}: {target.errors} failed requests under load")
         finally:
             for server in servers:
                 if server.process.poll() is None:
@@ -244,7 +262,7 @@ def run(rounds: int = 7, duration: float = 2.0, stack: str = "h11") -> Throughpu
                     server.process.kill()
                     server.process.wait()
     return ThroughputResult(
-        servers=servers,
+        servers=targets,
         loadgen=loadgen,
         rounds=rounds,
         duration=duration,
