@@ -35,7 +35,8 @@ run: install
 	$(VENV)/bin/uvicorn sample_app.main:app --host $(HOST) --port $(PORT) --h11-max-incomplete-event-size 65536
 
 # Benchmarks (see bench/__main__.py): wrk from Debian when missing (else a
-# Python load generator), fastapi-azure-auth in its own venv bench/.venv-peer as the peer.
+# Python load generator); server venvs bench/.venv-server (entra-guard) and bench/.venv-peer
+# (fastapi-azure-auth 5.3.0, the peer), same server stack in both (bench/peer_setup.py).
 bench: install
 	@command -v wrk >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null 2>&1; } || \
