@@ -29,6 +29,24 @@ from .validation import TokenValidator
 logger = logging.getLogger("entra_guard")
 
 
+#: hashlib releases the GIL for inputs of 2048 bytes and more; for a 2-3 KB token the
+#: release and re-acquire cost more than the hashing (measured: ~5 us vs ~2 us per
+#: request inside a FastAPI app), so the token is fed in smaller slices.
+_DIGEST_SLICE = 2000
+
+
+def token_digest(token: str) -> bytes:
+    """SHA-256 of the whole token: the verified-token cache key (tokens are not kept)."""
+    data = token.encode("utf-8", "surrogateescape")
+    if len(data) < _DIGEST_SLICE:
+        return hashlib.sha256(data).digest()
+    view = memoryview(data)
+    digest = hashlib.sha256()
+    for start in range(0, len(view), _DIGEST_SLICE):
+        digest.update(view[start : start + _DIGEST_SLICE])
+    return digest.digest()
+
+
 class EntraAuth:
     """Validates Entra ID access tokens for one API registration.
 
@@ -65,7 +83,7 @@ class EntraAuth:
     async def authenticate(self, token: str) -> Principal:
         """Validate ``token`` and return the caller; raises ``AuthError`` otherwise."""
         started = time.perf_counter()
-        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        digest = token_digest(token)
         cached = self._verified.get(digest)
         if cached is not None and self._key_is_current(cached[1]):
             self.observer.token_cache(hit=True)
