@@ -28,6 +28,7 @@ from entra_guard import (
     AuthError,
     EntraAuth,
     EntraAuthMiddleware,
+    EntraRoute,
     EntraSettings,
     Principal,
     require_groups,
@@ -98,6 +99,9 @@ def create_app(
                 await dev_issuer.client.aclose()
 
     app = FastAPI(title="entra-guard sample API", lifespan=lifespan)
+    # Route-level guards (``dependencies=[...]``) are awaited directly, not resolved by
+    # FastAPI's dependency machinery: same refusals, several µs less per request.
+    app.router.route_class = EntraRoute
     app.add_middleware(EntraAuthMiddleware, auth=auth)
     app.state.auth = auth
     app.state.metrics = metrics

@@ -21,6 +21,7 @@ from .middleware import EntraAuthMiddleware
 from .observer import AuthObserver
 from .openapi import setup_openapi
 from .principal import Principal
+from .routing import EntraRoute
 from .settings import EntraSettings
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "AuthObserver",
     "EntraAuth",
     "EntraAuthMiddleware",
+    "EntraRoute",
     "EntraSettings",
     "Guard",
     "Principal",

@@ -15,9 +15,10 @@ bearer scheme (paste a token into Swagger UI's *Authorize* dialog).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -103,6 +104,24 @@ def setup_openapi(
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _api_routes(app: FastAPI) -> Iterator[tuple[Any, APIRoute]]:
+    """``(effective route, original APIRoute)`` for every API route, included routers too.
+
+    FastAPI >= 0.16x keeps included routers as one entry of ``app.routes`` and
+    exposes their routes (with the router's prefix and dependencies applied)
+    through ``iter_route_contexts``; older versions flatten them into ``app.routes``.
+    """
+    iter_route_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_route_contexts is None:
+        for route in app.routes:
+            if isinstance(route, APIRoute):
+                yield route, route
+        return
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.original_route, APIRoute):
+            yield context, context.original_route
+
+
 def _patch(
     schema: dict[str, Any],
     app: FastAPI,
@@ -113,10 +132,11 @@ def _patch(
 ) -> None:
     declared = {prefix + name: text for name, text in extra.items()}
     paths = schema.get("paths", {})
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route, original in _api_routes(app):
+        if not route.include_in_schema:
             continue
-        guards = route_guards(route.dependant)
+        # EntraRoute keeps its route-level guards out of the dependency graph.
+        guards = [*getattr(original, "entra_guards", ()), *route_guards(route.dependant)]
         if not guards:
             continue
         alternatives = all_of(*guards).scope_alternatives()
