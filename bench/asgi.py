@@ -31,6 +31,7 @@ class AsgiResult:
     bare_us: float
     dependency_us: float
     guarded_us: float
+    guarded_depends_us: float
     rounds: int
 
 
@@ -49,7 +50,12 @@ def bare_with_dependency() -> FastAPI:
 
 
 async def _run(token: str, rounds: int, batch: int) -> AsgiResult:
-    built = {"bare": apps.bare(), "dependency": bare_with_dependency(), "guarded": apps.guarded()}
+    built = {
+        "bare": apps.bare(),
+        "dependency": bare_with_dependency(),
+        "guarded": apps.guarded(),
+        "guarded_depends": apps.guarded(route_class=False),
+    }
     headers = [
         (b"host", b"127.0.0.1:8000"),
         (b"user-agent", b"bench"),
@@ -89,8 +95,11 @@ async def _run(token: str, rounds: int, batch: int) -> AsgiResult:
             await app(scope(), receive, send)
         return (time.perf_counter_ns() - started) / batch / 1000
 
-    guarded = built["guarded"]
-    async with guarded.router.lifespan_context(guarded):
+    guarded, depends = built["guarded"], built["guarded_depends"]
+    async with (
+        guarded.router.lifespan_context(guarded),
+        depends.router.lifespan_context(depends),
+    ):
         for app in built.values():
             await timed(app)  # warm-up (builds the middleware stack)
         if set(statuses) != {200}:
@@ -103,6 +112,7 @@ async def _run(token: str, rounds: int, batch: int) -> AsgiResult:
         bare_us=median(samples["bare"]),
         dependency_us=median(samples["dependency"]),
         guarded_us=median(samples["guarded"]),
+        guarded_depends_us=median(samples["guarded_depends"]),
         rounds=rounds,
     )
 
