@@ -70,10 +70,11 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def protected_app(settings: EntraSettings, **middleware: Any) -> FastAPI:
+def protected_app(settings: EntraSettings | EntraAuth, **middleware: Any) -> FastAPI:
     """A bare FastAPI app behind EntraAuthMiddleware, with no start-up warm-up
-    (so the first requests find an empty metadata cache); closes its EntraAuth."""
-    auth = EntraAuth(settings)
+    (so the first requests find an empty metadata cache); closes its EntraAuth,
+    which is also at ``app.state.auth``."""
+    auth = settings if isinstance(settings, EntraAuth) else EntraAuth(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +83,7 @@ def protected_app(settings: EntraSettings, **middleware: Any) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan)
     app.add_middleware(EntraAuthMiddleware, auth=auth, **middleware)
+    app.state.auth = auth
     return app
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,13 +19,12 @@ from starlette.routing import Route
 from entra_guard import (
     AuthObserver,
     EntraAuth,
-    EntraAuthMiddleware,
     EntraSettings,
     require_groups,
 )
 from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 
-from .conftest import FINANCE_GROUP, ApiFactory, assert_refused, bearer
+from .conftest import FINANCE_GROUP, ApiFactory, assert_refused, bearer, protected_app
 
 
 def groups(n: int) -> list[str]:
@@ -415,15 +412,7 @@ def test_observer_sees_graph_calls_and_cache_hits(
     fake_graph: FakeGraph,
 ) -> None:
     recorder = Recorder()
-    auth = EntraAuth(graph_settings, observer=recorder)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await auth.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.add_middleware(EntraAuthMiddleware, auth=auth)
+    app = protected_app(EntraAuth(graph_settings, observer=recorder))
 
     @app.get("/g", dependencies=[Depends(require_groups(FINANCE_GROUP))])
     async def g() -> dict[str, str]:

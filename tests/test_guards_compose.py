@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
@@ -15,8 +13,6 @@ from fastapi import APIRouter, Depends, FastAPI, Security
 
 from entra_guard import (
     AuthError,
-    EntraAuth,
-    EntraAuthMiddleware,
     EntraSettings,
     Guard,
     Principal,
@@ -36,7 +32,7 @@ from entra_guard import (
 from entra_guard.errors import STATUS_BY_CODE
 from entra_guard.testing import FakeEntraID
 
-from .conftest import ApiFactory, assert_refused, bearer
+from .conftest import ApiFactory, assert_refused, bearer, protected_app
 
 OTHER_TENANT = "0b1f2a3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 THIRD_TENANT = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
@@ -55,15 +51,7 @@ class ThreadProbe(Guard):
 
 
 def build_app(settings: EntraSettings) -> FastAPI:
-    auth = EntraAuth(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await auth.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.add_middleware(EntraAuthMiddleware, auth=auth)
+    app = protected_app(settings)
 
     def route(path: str, *guards: Any) -> None:
         @app.get(path, dependencies=list(guards))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI, Security
 
 from entra_guard import (
-    EntraAuth,
-    EntraAuthMiddleware,
     EntraSettings,
     require_roles,
     require_scopes,
@@ -20,7 +16,7 @@ from entra_guard import (
 )
 from entra_guard.testing import FakeEntraID
 
-from .conftest import ApiFactory
+from .conftest import ApiFactory, protected_app
 
 TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
@@ -79,15 +75,8 @@ def test_docs_without_public_client_still_uses_pkce(api: str, client: httpx.Clie
 
 
 def build_app(settings: EntraSettings, *, with_setup: bool) -> FastAPI:
-    auth = EntraAuth(settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await auth.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.add_middleware(EntraAuthMiddleware, auth=auth)
+    app = protected_app(settings)
+    auth = app.state.auth
     if with_setup:
         setup_openapi(app, auth, scopes={"Reports.Read": "Read reports"})
 

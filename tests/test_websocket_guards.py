@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 import pytest
-from fastapi import Depends, FastAPI, WebSocket
+from fastapi import Depends, WebSocket
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from entra_guard import (
-    EntraAuth,
-    EntraAuthMiddleware,
     EntraSettings,
     Principal,
     require_groups,
@@ -27,7 +23,7 @@ from entra_guard import (
 )
 from entra_guard.testing import FakeEntraID, FakeGraph
 
-from .conftest import FINANCE_GROUP, ApiFactory
+from .conftest import FINANCE_GROUP, ApiFactory, protected_app
 
 
 def ws_url(api: str, path: str = "/ws/items") -> str:
@@ -89,15 +85,7 @@ def test_websocket_group_guard_with_overage(
     fake_entra: FakeEntraID,
     fake_graph: FakeGraph,
 ) -> None:
-    auth = EntraAuth(graph_settings)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await auth.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.add_middleware(EntraAuthMiddleware, auth=auth)
+    app = protected_app(graph_settings)
 
     @app.websocket("/ws/finance")
     async def feed(
