@@ -138,7 +138,11 @@ class FakeGraph:
         headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
         return _error(fault.status, "injected", "Injected failure.", headers)
 
-    def _groups_of(self, request: Request) -> list[str] | Response:
+    async def _groups_of(self, request: Request) -> list[str] | Response:
+        """The caller's memberships, or the refusal (auth, injected fault, unknown oid)."""
+        refused = await self._gate(request)
+        if refused is not None:
+            return refused
         kind, oid = request.path_params["kind"], request.path_params["oid"].lower()
         if kind not in ("users", "servicePrincipals"):
             return _error(400, "BadRequest", f"Unsupported segment {kind}")
@@ -148,10 +152,7 @@ class FakeGraph:
         return groups
 
     async def _transitive(self, request: Request) -> Response:
-        refused = await self._gate(request)
-        if refused is not None:
-            return refused
-        groups = self._groups_of(request)
+        groups = await self._groups_of(request)
         if isinstance(groups, Response):
             return groups
         query = request.query_params
@@ -176,10 +177,7 @@ class FakeGraph:
         return JSONResponse(body)
 
     async def _member_objects(self, request: Request) -> Response:
-        refused = await self._gate(request)
-        if refused is not None:
-            return refused
-        groups = self._groups_of(request)
+        groups = await self._groups_of(request)
         if isinstance(groups, Response):
             return groups
         with self._lock:
