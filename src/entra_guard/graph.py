@@ -136,6 +136,8 @@ class GraphClient:
             )
         except _LookupFailed as exc:
             raise _unavailable(exc.detail, exc.retry_after) from None
+        except Exception as exc:  # a Graph answer we did not foresee: fail closed, never 500
+            raise _unavailable(f"unexpected {type(exc).__name__} during the look-up") from None
 
     def forget(self, tenant_id: str, object_id: str) -> None:
         """Drop one caller's cached memberships (e.g. after a change you know of)."""
@@ -237,8 +239,11 @@ class GraphClient:
             raise _LookupFailed("The token endpoint answered without an access_token")
         try:
             lifetime = float(body.get("expires_in", 3599))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             lifetime = 3599.0
+        if not math.isfinite(lifetime):
+            lifetime = 3599.0
+        lifetime = min(lifetime, 86400.0)
         keep = max(lifetime - TOKEN_RENEW_MARGIN, lifetime / 2)
         if keep > 0:
             self._tokens.set(tid, token, self._clock() + keep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import ssl
 from typing import Any
 
@@ -13,6 +14,8 @@ from .settings import EntraSettings
 
 logger = logging.getLogger("entra_guard.http")
 
+#: Longest pause a server's ``Retry-After`` can impose on us, s (HTTP-date forms are ignored).
+MAX_RETRY_AFTER = 300.0
 #: Largest JSON document we accept from the IdP or Graph.
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 
@@ -70,9 +73,12 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 async def request_json(
@@ -99,5 +105,5 @@ async def request_json(
         raise FetchError(f"{method} {url} failed: {type(exc).__name__}") from exc
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FetchError(f"{method} {url}: response is not JSON") from exc

@@ -116,7 +116,9 @@ class MetadataCache:
         if key is not None:
             return key
         if self._task is not None and not self._task.done():
-            metadata = await asyncio.shield(self._task)  # someone is refreshing: share it
+            # Someone is refreshing: share it. If it fails, the last known good keys stay.
+            with contextlib.suppress(FetchError):
+                metadata = await asyncio.shield(self._task)
         elif self._may_force_refresh():
             self._last_forced_refresh = self._clock()
             self._observer.key_refresh(forced=True)
@@ -196,14 +198,20 @@ class MetadataCache:
     async def _load(self, *, full: bool) -> TenantMetadata:
         started = self._clock()
         previous = self._current
+        # http_timeout bounds each read; this bounds the whole load (discovery, then JWKS),
+        # so an IdP that drips bytes cannot hold waiting requests indefinitely.
+        budget = 2 * self._settings.http_timeout + 1
         try:
-            if full or previous is None:
-                metadata = await self._load_everything(previous)
-            else:
-                keys = await self._fetch_keys(previous.jwks_uri, previous)
-                metadata = _with_keys(previous, keys)
+            async with asyncio.timeout(budget):
+                if full or previous is None:
+                    metadata = await self._load_everything(previous)
+                else:
+                    keys = await self._fetch_keys(previous.jwks_uri, previous)
+                    metadata = _with_keys(previous, keys)
         except Exception as exc:
-            if not isinstance(exc, FetchError):  # a broken document must not become a 500
+            if isinstance(exc, TimeoutError):
+                exc = FetchError(f"metadata load took longer than {budget:g}s")
+            elif not isinstance(exc, FetchError):  # a broken document must not become a 500
                 exc = FetchError(f"unusable metadata: {type(exc).__name__}")
             self._failed_at = self._clock()
             level = logging.WARNING if previous is not None else logging.ERROR

@@ -15,6 +15,7 @@ by one and show which one failed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -67,7 +68,13 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 #: Built once: ``json.loads(..., object_pairs_hook=...)`` would build a decoder per call.
-_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates)
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN / Infinity are Python extensions
+
+
+_JSON_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object_without_duplicates, parse_constant=_no_constants
+)
 
 
 def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
@@ -201,7 +208,13 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _malformed(f"The '{name}' claim is not a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _malformed(f"The '{name}' claim is out of range")
+    return number
 
 
 def check_lifetime(claims: Mapping[str, Any], now: float, skew: float) -> float:
