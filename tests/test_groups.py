@@ -430,3 +430,23 @@ def test_observer_sees_graph_calls_and_cache_hits(
     other = fake_entra.token(object_id=overage_user(fake_graph, []), overage=True)
     assert_refused(client.get(f"{api}/g", headers=bearer(other)), 503, "groups_unavailable")
     assert recorder.events[-2:] == [("groups_cache", False), ("graph_call", False)]
+
+
+async def test_a_shared_failed_look_up_is_logged_once(
+    groups_api: str,
+    fake_entra: FakeEntraID,
+    fake_graph: FakeGraph,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    oid = overage_user(fake_graph, [FINANCE_GROUP])
+    fake_graph.fail(403)
+    token = fake_entra.token(object_id=oid, overage=True)
+    async with httpx.AsyncClient(timeout=30) as client:
+        responses = await asyncio.gather(
+            *(client.get(f"{groups_api}/finance", headers=bearer(token)) for _ in range(20))
+        )
+    for response in responses:
+        assert_refused(response, 503, "groups_unavailable")
+    failures = [r for r in caplog.records if r.getMessage().startswith("groups_unavailable")]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    assert oid in failures[0].getMessage()

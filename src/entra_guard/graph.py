@@ -69,9 +69,13 @@ class _LookupFailed(Exception):
 UNAVAILABLE_DETAIL = "Group membership could not be determined right now; try again later"
 
 
-def _unavailable(detail: str, retry_after: float | None = None) -> AuthError:
-    """Fail closed. The operator reads ``detail`` in the log; callers never see config hints."""
-    logger.warning("groups_unavailable: %s", detail)
+def _unavailable(detail: str, retry_after: float | None = None, *, log: bool = True) -> AuthError:
+    """Fail closed. The operator reads ``detail`` in the log; callers never see config hints.
+
+    ``log=False`` where the shared look-up already logged it once (not once per waiter).
+    """
+    if log:
+        logger.warning("groups_unavailable: %s", detail)
     seconds = None if retry_after is None else max(1, math.ceil(retry_after))
     return AuthError("groups_unavailable", UNAVAILABLE_DETAIL, retry_after=seconds)
 
@@ -135,7 +139,7 @@ class GraphClient:
                 key, lambda: self._lookup(tid, key[1], app_only=principal.is_app_only)
             )
         except _LookupFailed as exc:
-            raise _unavailable(exc.detail, exc.retry_after) from None
+            raise _unavailable(exc.detail, exc.retry_after, log=False) from None
         except Exception as exc:  # a Graph answer we did not foresee: fail closed, never 500
             raise _unavailable(f"unexpected {type(exc).__name__} during the look-up") from None
 
@@ -153,6 +157,14 @@ class GraphClient:
     # -- look-up --------------------------------------------------------------------
 
     async def _lookup(self, tid: str, oid: str, *, app_only: bool) -> frozenset[str]:
+        """One shared look-up; its failure is logged here, once for all its waiters."""
+        try:
+            return await self._resolve(tid, oid, app_only=app_only)
+        except _LookupFailed as exc:
+            logger.warning("groups_unavailable: tid=%s oid=%s: %s", tid, oid, exc.detail)
+            raise
+
+    async def _resolve(self, tid: str, oid: str, *, app_only: bool) -> frozenset[str]:
         now = self._clock()
         not_before = self._not_before.get(tid)
         if not_before is not None:
@@ -284,15 +296,15 @@ class GraphClient:
             )
         else:
             detail = f"{what} answered HTTP {status}"
-        logger.warning("groups overage look-up: %s", detail)
         wait = exc.retry_after if exc.retry_after is not None else min(0.25 * 2**attempt, 2.0)
         if not retryable or attempt >= MAX_ATTEMPTS or self._clock() + wait >= deadline:
             if exc.retry_after:
                 until = self._clock() + exc.retry_after
                 self._not_before.set(tid, until, until)
-            raise _LookupFailed(
+            raise _LookupFailed(  # logged once by _lookup
                 detail, retry_after=exc.retry_after or (wait if retryable else None)
             )
+        logger.warning("groups overage look-up: %s; retrying in %.2fs", detail, wait)
         await asyncio.sleep(wait)
 
 
