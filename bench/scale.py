@@ -199,10 +199,10 @@ async def _overage_part(
 
 
 class _GraphHandle:
-    """The fake Graph, if this checkout has it (``entra_guard.testing.graph``)."""
+    """The fake Graph, if this checkout has it (``entra_guard.testing``)."""
 
     def __init__(self, idp: FakeEntraID) -> None:
-        from entra_guard.testing.graph import FakeGraph
+        from entra_guard.testing import FakeGraph
 
         self.fake = FakeGraph(idp)
         self.fake.memberships = _EveryoneInGroups([str(uuid.uuid4()) for _ in range(20)])

@@ -16,6 +16,7 @@ Configured only by the environment (``ENTRA_*`` and ``SAMPLE_FINANCE_GROUP_ID``)
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from entra_guard import (
     EntraAuthMiddleware,
     EntraRoute,
     EntraSettings,
+    Guard,
     Principal,
     require_groups,
     require_principal,
@@ -38,10 +40,11 @@ from entra_guard import (
     require_scopes_or_app_roles,
     setup_openapi,
 )
-from entra_guard.guards import Guard
 
 if TYPE_CHECKING:
     from entra_guard.contrib.prometheus import PrometheusObserver
+
+logger = logging.getLogger("sample_app")
 
 read_items = require_scopes_or_app_roles(scopes=["Items.Read"], app_roles=["Items.Read.All"])
 write_items = require_scopes("Items.Write")
@@ -60,6 +63,12 @@ def finance_guard(group_id: str | None = None) -> Guard:
     return require_groups(group) if group else _Unconfigured()
 
 
+def dev_mode_from_env() -> bool:
+    """``ENTRA_DEV_MODE`` as pydantic reads booleans (1/true/yes/on)."""
+    value = os.environ.get("ENTRA_DEV_MODE", "").strip().lower()
+    return value in ("1", "true", "yes", "on", "t", "y")
+
+
 def prometheus_observer() -> PrometheusObserver | None:
     """Metrics for ``/metrics``, when the ``prometheus`` extra is installed."""
     try:
@@ -74,13 +83,21 @@ def create_app(
     *,
     http_client: httpx.AsyncClient | None = None,
     finance_group_id: str | None = None,
+    dev_mode: bool | None = None,
 ) -> FastAPI:
-    """The demo app; ``finance_group_id`` defaults to ``SAMPLE_FINANCE_GROUP_ID``."""
+    """The demo app; ``finance_group_id`` defaults to ``SAMPLE_FINANCE_GROUP_ID`` and
+    ``dev_mode`` to ``ENTRA_DEV_MODE``."""
     settings = settings if settings is not None else EntraSettings()  # type: ignore[call-arg]
+    if dev_mode is None:
+        dev_mode = dev_mode_from_env()
     dev_issuer = None
-    if settings.dev_mode and http_client is None:
-        from entra_guard.dev import DevIssuer
+    if dev_mode and http_client is None:
+        from .dev import DevIssuer
 
+        logger.warning(
+            "ENTRA_DEV_MODE is on: this app serves a local token issuer at /_dev/token and "
+            "accepts its tokens. Never enable this in production."
+        )
         dev_issuer = DevIssuer(settings)
         http_client = dev_issuer.client
         settings = dev_issuer.settings  # with the dev Graph's client secret

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from entra_guard.__main__ import main
-from entra_guard.inspect import CHECK_NAMES, SCHEMA
+from entra_guard._inspect import CHECK_NAMES, SCHEMA
 from entra_guard.testing import FakeEntraID, FakeKey
 from tests.conftest import bearer
 

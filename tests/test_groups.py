@@ -336,9 +336,8 @@ def test_dev_mode_resolves_overage(start_api: ApiFactory, client: httpx.Client) 
     settings = EntraSettings(
         tenant_id="11111111-1111-1111-1111-111111111111",
         client_id="22222222-2222-2222-2222-222222222222",
-        dev_mode=True,
     )
-    api = start_api(settings, finance_group_id=FINANCE_GROUP)
+    api = start_api(settings, finance_group_id=FINANCE_GROUP, dev_mode=True)
 
     def mint(**body: object) -> str:
         response = client.post(f"{api}/_dev/token", json=body)

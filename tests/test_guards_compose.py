@@ -29,7 +29,7 @@ from entra_guard import (
     require_scopes_or_app_roles,
     require_tenants,
 )
-from entra_guard.errors import STATUS_BY_CODE
+from entra_guard._errors import STATUS_BY_CODE
 from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app

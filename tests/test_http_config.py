@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from entra_guard import AuthError, EntraAuth, EntraSettings
-from entra_guard.http import build_client
+from entra_guard._http import build_client
 from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 
 # -- a real forward proxy ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from entra_guard import EntraAuth, EntraAuthMiddleware, EntraSettings
-from entra_guard.middleware import ERROR_KEY
+from entra_guard._middleware import ERROR_KEY
 from entra_guard.testing import FakeEntraID
 from tests.conftest import ApiFactory, bearer
 from tests.test_cli import REJECTIONS

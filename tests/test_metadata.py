@@ -12,7 +12,7 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from entra_guard import EntraSettings, Principal, require_principal
-from entra_guard.metadata import MetadataCache
+from entra_guard._metadata import MetadataCache
 from entra_guard.testing import FakeEntraID, FakeKey, LiveServer
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app

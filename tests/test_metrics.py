@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from entra_guard import EntraAuth, EntraSettings
+from entra_guard._metadata import MetadataCache
+from entra_guard._observer import AuthObserver, CompositeObserver
 from entra_guard.contrib.prometheus import PrometheusObserver
-from entra_guard.metadata import MetadataCache
-from entra_guard.observer import AuthObserver, CompositeObserver
 from entra_guard.testing import FakeEntraID
 from tests.conftest import FINANCE_GROUP, ApiFactory, bearer
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import httpx
 
-from entra_guard.testing import FakeEntraID
-from entra_guard.testing.idp import DEFAULT_CLIENT_APP_ID
+from entra_guard.testing import DEFAULT_CLIENT_APP_ID, FakeEntraID
 
 from .conftest import bearer
 

@@ -14,8 +14,8 @@ from pydantic_core import PydanticUndefined
 
 from entra_guard import EntraSettings
 from entra_guard.__main__ import build_parser
+from entra_guard._errors import STATUS_BY_CODE
 from entra_guard.contrib.prometheus import PrometheusObserver
-from entra_guard.errors import STATUS_BY_CODE
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

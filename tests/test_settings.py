@@ -31,7 +31,7 @@ def test_defaults() -> None:
     assert settings.min_refresh_interval == 300
     assert settings.authority_host == "https://login.microsoftonline.com"
     assert settings.graph_url == "https://graph.microsoft.com"
-    assert not settings.multi_tenant and not settings.dev_mode and not settings.allow_acl_tokens
+    assert not settings.multi_tenant and not settings.allow_acl_tokens
 
 
 def test_from_environment_lists_comma_and_json(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,7 @@ from entra_guard import (
     Principal,
     require_principal,
 )
-from entra_guard.metadata import MetadataCache
+from entra_guard._metadata import MetadataCache
 from entra_guard.testing import FakeEntraID, LiveServer
 from sample_app.app import create_app
 from tests.conftest import bearer

@@ -1,8 +1,14 @@
-"""entra-guard: Microsoft Entra ID access tokens for FastAPI / Starlette APIs."""
+"""entra-guard: Microsoft Entra ID access tokens for FastAPI / Starlette APIs.
 
-from .auth import EntraAuth
-from .errors import AuthError
-from .guards import (
+Everything public is importable from here (``entra_guard.testing`` and
+``entra_guard.contrib.*`` hold the optional parts); the ``_``-prefixed
+modules are implementation and may change in any release.
+"""
+
+from ._auth import EntraAuth
+from ._errors import STATUS_BY_CODE, AuthError, ErrorCode
+from ._guards import (
+    SCHEME_NAME,
     Guard,
     all_of,
     any_of,
@@ -17,20 +23,24 @@ from .guards import (
     require_scopes_or_app_roles,
     require_tenants,
 )
-from .middleware import EntraAuthMiddleware
-from .observer import AuthObserver
-from .openapi import setup_openapi
-from .principal import Principal
-from .routing import EntraRoute
-from .settings import EntraSettings
+from ._middleware import EntraAuthMiddleware
+from ._observer import AuthObserver, CompositeObserver
+from ._openapi import setup_openapi
+from ._principal import Principal
+from ._routing import EntraRoute
+from ._settings import EntraSettings
 
 __all__ = [
+    "SCHEME_NAME",
+    "STATUS_BY_CODE",
     "AuthError",
     "AuthObserver",
+    "CompositeObserver",
     "EntraAuth",
     "EntraAuthMiddleware",
     "EntraRoute",
     "EntraSettings",
+    "ErrorCode",
     "Guard",
     "Principal",
     "all_of",
@@ -47,3 +57,10 @@ __all__ = [
     "require_tenants",
     "setup_openapi",
 ]
+
+# Public names report the package, not the private module they live in (as httpx does).
+for _name in __all__:
+    _value = globals()[_name]
+    if hasattr(_value, "__module__") and isinstance(_value, type):
+        _value.__module__ = "entra_guard"
+del _name, _value

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import inspect as inspect_command
+from . import _inspect as inspect_command
 
 DESCRIPTION = "Tools for APIs protected by entra-guard."
 INSPECT_HELP = (

@@ -12,7 +12,7 @@
 
 No global state: by default every observer owns a fresh ``CollectorRegistry``
 (pass ``registry=prometheus_client.REGISTRY`` to join the process-wide one).
-Labels are bounded: ``code`` is one of the DESIGN.md §4 codes, ``document`` is
+Labels are bounded: ``code`` is one of the codes of README "Codes", ``document`` is
 ``v1``/``v2``/``jwks``; no tenant, user or token ever becomes a label.
 
 Metrics (``namespace`` defaults to ``entra_guard``):
@@ -38,8 +38,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from ..errors import STATUS_BY_CODE
-from ..observer import AuthObserver
+from .._errors import STATUS_BY_CODE
+from .._observer import AuthObserver
 
 #: Validation is sub-millisecond when cached, a few ms otherwise; fetches take longer.
 AUTH_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)

@@ -12,8 +12,9 @@ use the ``fake_entra`` / ``fake_entra_url`` / ``entra_settings`` fixtures.
 Needs the ``testing`` extra (``pip install entra-guard[testing]``).
 """
 
-from .graph import FakeGraph
-from .idp import (
+from ._graph import FakeGraph
+from ._idp import (
+    DEFAULT_CLIENT_APP_ID,
     DEFAULT_CLIENT_ID,
     DEFAULT_TENANT_ID,
     V1_ISSUER,
@@ -22,9 +23,10 @@ from .idp import (
     FakeKey,
     sign_token,
 )
-from .server import LiveServer
+from ._server import LiveServer
 
 __all__ = [
+    "DEFAULT_CLIENT_APP_ID",
     "DEFAULT_CLIENT_ID",
     "DEFAULT_TENANT_ID",
     "V1_ISSUER",

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..settings import EntraSettings
-from .idp import FakeEntraID
-from .server import LiveServer
+from .._settings import EntraSettings
+from ._idp import FakeEntraID
+from ._server import LiveServer
 
 
 @pytest.fixture(scope="session")

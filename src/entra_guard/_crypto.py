@@ -119,14 +119,3 @@ def build_signing_key(jwk: Mapping[str, Any], algorithms: tuple[str, ...]) -> Si
         fingerprint=jwk_fingerprint(jwk),
         verifiers=verifiers,
     )
-
-
-class RsaSigner:
-    """Signs JWS input with an RSA private key (the fake and dev issuers use it)."""
-
-    def __init__(self, private_key_pem: bytes, alg: str = "RS256") -> None:
-        self.alg = alg
-        self._key = jose_jwk.construct(private_key_pem, algorithm=alg)
-
-    def sign(self, signing_input: bytes) -> bytes:
-        return bytes(self._key.sign(signing_input))

@@ -23,9 +23,9 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from .auth import EntraAuth
-from .guards import SCHEME_NAME, Guard, all_of
-from .settings import EntraSettings
+from ._auth import EntraAuth
+from ._guards import SCHEME_NAME, Guard, all_of
+from ._settings import EntraSettings
 
 
 def scope_prefix(settings: EntraSettings) -> str:

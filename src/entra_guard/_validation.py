@@ -1,4 +1,4 @@
-"""Token validation: DESIGN.md §3, in the order the rules are applied.
+"""Token validation, in the order the rules are applied (README "Security model").
 
 1. strict parse of the compact JWS (size, shape, base64url, JSON header);
 2. algorithm allow-list; ``jku``/``x5u``/``jwk`` are never looked at;
@@ -6,7 +6,7 @@
 4. signature;
 then, on the now-trusted claims: lifetime, issuer (+ ``tid``), audience,
 ``scp``/``roles`` presence, tenant allow-list. No claim is used for any
-decision or look-up before the signature has been verified (§3.10).
+decision or look-up before the signature has been verified.
 
 Each step is a small function so that the ``inspect`` CLI can replay them one
 by one and show which one failed.
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .crypto import SigningKey, b64url_decode
-from .errors import AuthError
-from .metadata import MetadataCache, TenantMetadata
-from .settings import GUID_RE, EntraSettings
+from ._crypto import SigningKey, b64url_decode
+from ._errors import AuthError
+from ._metadata import MetadataCache, TenantMetadata
+from ._settings import GUID_RE, EntraSettings
 
-#: Largest token we look at (DESIGN.md §3.1); bigger ones are refused unparsed.
+#: Largest token we look at (README "Settings"); bigger ones are refused unparsed.
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
@@ -127,7 +127,7 @@ def parse_token(
     *,
     header_cache: dict[str, dict[str, Any]] | None = None,
 ) -> ParsedToken:
-    """Rules 1-2: shape, size, header. Raises ``AuthError`` with the DESIGN.md code.
+    """Rules 1-2: shape, size, header. Raises ``AuthError`` with its code.
 
     ``header_cache`` (owned by the caller, e.g. one ``TokenValidator``) skips
     re-decoding a header segment seen before; the outcome is the same.
@@ -293,7 +293,7 @@ def check_allowed_tenant(claims: Mapping[str, Any], allowed: frozenset[str]) -> 
 
 
 class TokenValidator:
-    """Applies every rule of DESIGN.md §3 to one token."""
+    """Applies every validation rule to one token."""
 
     def __init__(
         self,

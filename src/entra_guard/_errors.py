@@ -1,6 +1,6 @@
 """Every way a request can be refused, as one exception type with a stable code.
 
-The codes and statuses are part of the public contract (DESIGN.md §4); the
+The codes and statuses are part of the public contract (README "Codes"); the
 response shape follows RFC 6750 so clients can react to ``WWW-Authenticate``.
 Nothing here ever includes the token itself.
 """
@@ -8,10 +8,32 @@ Nothing here ever includes the token itself.
 from __future__ import annotations
 
 import json
-from typing import Final
+from typing import Final, Literal, get_args
+
+#: Every refusal code. A ``Literal`` so that mypy catches a misspelt code at the call site.
+ErrorCode = Literal[
+    "missing_token",
+    "malformed_token",
+    "unsupported_algorithm",
+    "unknown_key",
+    "invalid_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "invalid_audience",
+    "invalid_issuer",
+    "missing_scope_or_role",
+    "tenant_not_allowed",
+    "insufficient_scope",
+    "missing_role",
+    "missing_group",
+    "wrong_token_type",
+    "guest_not_allowed",
+    "idp_unavailable",
+    "groups_unavailable",
+]
 
 #: code -> HTTP status. The one place the contract table lives in code.
-STATUS_BY_CODE: Final[dict[str, int]] = {
+STATUS_BY_CODE: Final[dict[ErrorCode, int]] = {
     "missing_token": 401,
     "malformed_token": 401,
     "unsupported_algorithm": 401,
@@ -45,7 +67,7 @@ class AuthError(Exception):
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         detail: str,
         *,
         scopes: tuple[str, ...] = (),
@@ -54,7 +76,7 @@ class AuthError(Exception):
         if code not in STATUS_BY_CODE:
             raise ValueError(f"unknown AuthError code {code!r}")
         super().__init__(f"{code}: {detail}")
-        self.code = code
+        self.code: ErrorCode = code
         self.detail = detail
         self.status_code = STATUS_BY_CODE[code]
         #: Scopes that would have satisfied the guard (for ``insufficient_scope``).
@@ -94,3 +116,6 @@ class AuthError(Exception):
 def _quote(text: str) -> str:
     """Make ``text`` safe inside a quoted-string of a header (RFC 7230 §3.2.6)."""
     return "".join(c for c in text if c.isprintable() and c not in '"\\' and ord(c) < 128)
+
+
+assert set(get_args(ErrorCode)) == set(STATUS_BY_CODE), "every code has exactly one status"

@@ -4,7 +4,7 @@ It validates the token when one is sent and stores the outcome in the ASGI
 scope; it does not refuse requests by itself, so public routes keep working
 with a bad token. Guards (``entra_guard.guards``) read the outcome and raise
 ``AuthError``; this middleware turns any ``AuthError`` raised below it into
-the DESIGN.md §4 response (HTTP) or a 1008 close (WebSocket).
+the README "Codes" response (HTTP) or a 1008 close (WebSocket).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._auth import EntraAuth
+from ._errors import AuthError
 from ._logging import loggable
-from .auth import EntraAuth
-from .errors import AuthError
-from .validation import MAX_TOKEN_LENGTH, decode_json_segment
+from ._validation import MAX_TOKEN_LENGTH, decode_json_segment
 
 logger = logging.getLogger("entra_guard")
 

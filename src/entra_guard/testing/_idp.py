@@ -21,13 +21,14 @@ from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwk as jose_jwk
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..crypto import RsaSigner, b64url_encode
-from ..settings import EntraSettings
+from .._crypto import b64url_encode
+from .._settings import EntraSettings
 
 DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 DEFAULT_CLIENT_ID = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -35,6 +36,17 @@ DEFAULT_CLIENT_APP_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 V2_ISSUER = "https://login.microsoftonline.com/{tenantid}/v2.0"
 V1_ISSUER = "https://sts.windows.net/{tenantid}/"
 _DELETE = object()
+
+
+class RsaSigner:
+    """Signs JWS input with an RSA private key (only the fakes sign anything)."""
+
+    def __init__(self, private_key_pem: bytes, alg: str = "RS256") -> None:
+        self.alg = alg
+        self._key = jose_jwk.construct(private_key_pem, algorithm=alg)
+
+    def sign(self, signing_input: bytes) -> bytes:
+        return bytes(self._key.sign(signing_input))
 
 
 @dataclass

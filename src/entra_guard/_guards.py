@@ -11,7 +11,7 @@ guard returns the ``Principal``::
 
 Guards compose: ``require_scopes("A") & require_tenants(T)`` (all of) and
 ``require_roles("Admin") | require_groups(G)`` (any of), or ``all_of(...)`` /
-``any_of(...)``. Failures raise ``AuthError`` (DESIGN.md §4), which
+``any_of(...)``. Failures raise ``AuthError`` (README "Codes"), which
 ``EntraAuthMiddleware`` renders; on a WebSocket the guard accepts and closes
 the connection with code 1008 so browsers see the reason.
 
@@ -35,9 +35,9 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketState
 
-from .errors import AuthError
-from .middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
-from .principal import Principal
+from ._errors import AuthError
+from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
+from ._principal import Principal
 
 logger = logging.getLogger("entra_guard")
 

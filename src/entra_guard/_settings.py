@@ -110,7 +110,6 @@ class EntraSettings(BaseSettings):
     public_client_id: str | None = Field(
         default=None, description="Public (SPA) client id for the Swagger UI sign-in."
     )
-    dev_mode: bool = Field(default=False, description="Serve a local token issuer. Never in prod.")
     log_pii: bool = Field(default=False, description="Allow names/UPNs in log lines.")
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")

@@ -26,7 +26,7 @@ class AuthObserver:
         """A token was accepted (``cached``: answered by the verified-token cache)."""
 
     def rejected(self, code: str) -> None:
-        """A request was refused with ``code`` (a DESIGN.md §4 code: validation or guard)."""
+        """A request was refused with ``code`` (a README "Codes" code: validation or guard)."""
 
     def token_cache(self, *, hit: bool) -> None:
         """The verified-token cache was consulted for a token: ``hit`` or miss."""

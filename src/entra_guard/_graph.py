@@ -28,12 +28,12 @@ from typing import Any
 
 import httpx
 
-from .cache import BoundedTTLCache, SingleFlight
-from .errors import AuthError
-from .http import FetchError, request_json
-from .observer import AuthObserver
-from .principal import Principal
-from .settings import GUID_RE, EntraSettings
+from ._cache import BoundedTTLCache, SingleFlight
+from ._errors import AuthError
+from ._http import FetchError, request_json
+from ._observer import AuthObserver
+from ._principal import Principal
+from ._settings import GUID_RE, EntraSettings
 
 logger = logging.getLogger("entra_guard")
 

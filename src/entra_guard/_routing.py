@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .guards import Guard
+from ._guards import Guard
 
 
 class EntraRoute(APIRoute):

@@ -20,7 +20,7 @@ Exit status: 0 valid, 1 rejected, 2 usage error or IdP unreachable
       "schema": "entra-guard.inspect/1",
       "valid": bool,
       "exit_code": 0 | 1 | 2,
-      "code": str | null,          # DESIGN.md §4 code the API would return
+      "code": str | null,          # the code the API would return (README "Codes")
       "status": int | null,        # its HTTP status (401/403/503)
       "detail": str | null,        # the API's "detail" text
       "hint": str | null,          # the usual fix, one line
@@ -64,12 +64,12 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
-from .crypto import SigningKey
-from .errors import AuthError
-from .http import build_client
-from .metadata import MetadataCache, TenantMetadata
-from .settings import EntraSettings
-from .validation import (
+from ._crypto import SigningKey
+from ._errors import AuthError
+from ._http import build_client
+from ._metadata import MetadataCache, TenantMetadata
+from ._settings import EntraSettings
+from ._validation import (
     ParsedToken,
     TokenValidator,
     check_allowed_tenant,

@@ -1,6 +1,6 @@
 """Tenant metadata: OpenID discovery (v1 + v2) and the signing keys, cached.
 
-Rules (DESIGN.md §3.3, §3.7, §7):
+Rules (README "Security model"):
 - fetched lazily, single-flight: N concurrent cold requests cause one fetch
   of each document; nobody holds a lock across network I/O;
 - refreshed in the background every ``metadata_refresh`` while traffic flows
@@ -28,12 +28,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ._crypto import SigningKey, build_signing_key, jwk_fingerprint
+from ._errors import AuthError
+from ._http import FetchError, request_json
 from ._logging import loggable
-from .crypto import SigningKey, build_signing_key, jwk_fingerprint
-from .errors import AuthError
-from .http import FetchError, request_json
-from .observer import AuthObserver
-from .settings import EntraSettings, is_loopback_host
+from ._observer import AuthObserver
+from ._settings import EntraSettings, is_loopback_host
 
 logger = logging.getLogger("entra_guard.metadata")
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .idp import FakeEntraID
+from ._idp import FakeEntraID
 
 MAX_TOP = 999
 DEFAULT_TOP = 100

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .settings import EntraSettings
+from ._settings import EntraSettings
 
 logger = logging.getLogger("entra_guard.http")
 

@@ -1,11 +1,13 @@
-"""Dev mode: a local token issuer inside the app, so nobody needs a tenant to try the API.
+"""Dev mode of the demo: a local token issuer inside the app, so nobody needs a tenant.
 
-Only ever active when ``ENTRA_DEV_MODE`` is set; ``EntraAuth`` then logs a
-loud warning. The fake Entra ID answers every metadata request in-process
-(``httpx.ASGITransport``), and ``POST /_dev/token`` mints tokens. A fake
-Microsoft Graph is served the same way, so groups overage works too: a token
-minted with ``"overage": true`` carries the overage marker and its ``groups``
-become the user's memberships in the fake Graph.
+Only ever active when ``ENTRA_DEV_MODE`` is set; the app then logs a loud
+warning. It is the demo's, not the library's: the library only ever sees an
+``httpx.AsyncClient`` that happens to reach the fake. The fake Entra ID answers
+every metadata request in-process (``httpx.ASGITransport``), and ``POST
+/_dev/token`` mints tokens. A fake Microsoft Graph is served the same way, so
+groups overage works too: a token minted with ``"overage": true`` carries the
+overage marker and its ``groups`` become the user's memberships in the fake
+Graph.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, SecretStr
 from starlette.types import Receive, Scope, Send
 
-from .settings import EntraSettings
-from .testing.graph import FakeGraph
-from .testing.idp import FakeEntraID
+from entra_guard import EntraSettings
+from entra_guard.testing import FakeEntraID, FakeGraph
 
 #: Overage users remembered by the dev Graph (oldest forgotten first).
 MAX_DEV_MEMBERSHIPS = 10_000
@@ -53,8 +54,6 @@ class DevIssuer:
     """
 
     def __init__(self, settings: EntraSettings) -> None:
-        if not settings.dev_mode:
-            raise RuntimeError("DevIssuer needs ENTRA_DEV_MODE=1")
         if settings.client_secret is None:
             settings = settings.model_copy(
                 update={"client_secret": SecretStr(secrets.token_urlsafe(24))}

@@ -15,16 +15,16 @@ from types import TracebackType
 
 import httpx
 
-from .cache import BoundedTTLCache
-from .crypto import SigningKey
-from .errors import AuthError
-from .graph import GraphClient
-from .http import build_client
-from .metadata import MetadataCache
-from .observer import AuthObserver
-from .principal import Principal
-from .settings import EntraSettings
-from .validation import TokenValidator
+from ._cache import BoundedTTLCache
+from ._crypto import SigningKey
+from ._errors import AuthError
+from ._graph import GraphClient
+from ._http import build_client
+from ._metadata import MetadataCache
+from ._observer import AuthObserver
+from ._principal import Principal
+from ._settings import EntraSettings
+from ._validation import TokenValidator
 
 logger = logging.getLogger("entra_guard")
 
@@ -74,11 +74,6 @@ class EntraAuth:
         self._verified: BoundedTTLCache[bytes, tuple[Principal, SigningKey]] = BoundedTTLCache(
             self.settings.token_cache_size, clock=clock
         )
-        if self.settings.dev_mode:
-            logger.warning(
-                "ENTRA_DEV_MODE is on: tokens from the built-in local issuer are accepted. "
-                "Never enable this in production."
-            )
 
     async def authenticate(self, token: str) -> Principal:
         """Validate ``token`` and return the caller; raises ``AuthError`` otherwise."""
