@@ -30,6 +30,13 @@ ErrorCode = Literal[
     "guest_not_allowed",
     "idp_unavailable",
     "groups_unavailable",
+    # Downstream calls on behalf of the caller (README "Calling downstream APIs").
+    "insufficient_claims",
+    "consent_required",
+    "downstream_unavailable",
+    # Step-up and client controls (README "Step-up and client controls").
+    "auth_context_required",
+    "client_not_allowed",
 ]
 
 #: code -> HTTP status. The one place the contract table lives in code.
@@ -52,6 +59,11 @@ STATUS_BY_CODE: Final[dict[ErrorCode, int]] = {
     "guest_not_allowed": 403,  # refuse_guests
     "idp_unavailable": 503,
     "groups_unavailable": 503,
+    "insufficient_claims": 401,  # a claims challenge the client answers by signing in again
+    "consent_required": 403,
+    "downstream_unavailable": 503,
+    "auth_context_required": 403,
+    "client_not_allowed": 403,
 }
 
 #: Seconds a client should wait before retrying a 503.
@@ -72,6 +84,9 @@ class AuthError(Exception):
         *,
         scopes: tuple[str, ...] = (),
         retry_after: int | None = None,
+        reason: str | None = None,
+        claims: str | None = None,
+        authorization_uri: str | None = None,
     ) -> None:
         if code not in STATUS_BY_CODE:
             raise ValueError(f"unknown AuthError code {code!r}")
@@ -82,14 +97,36 @@ class AuthError(Exception):
         #: Scopes that would have satisfied the guard (for ``insufficient_scope``).
         self.scopes = scopes
         self.retry_after = retry_after if retry_after is not None else DEFAULT_RETRY_AFTER
+        #: Finer machine-readable cause within ``code`` (e.g. ``jwe``, ``too_large``), or None.
+        self.reason = reason
+        #: ``insufficient_claims``: the base64 claims request and where to sign in again.
+        self.claims = claims
+        self.authorization_uri = authorization_uri
 
     def __repr__(self) -> str:
         return f"AuthError(code={self.code!r}, detail={self.detail!r})"
 
-    def www_authenticate(self) -> str | None:
-        """RFC 6750 §3 challenge, or None where the status carries none."""
+    def www_authenticate(self, resource_metadata: str | None = None) -> str | None:
+        """RFC 6750 §3 challenge, or None where the status carries none.
+
+        ``resource_metadata`` (RFC 9728 §5.1) is the URL of the protected-resource
+        metadata document; it is added to every 401 challenge.
+        """
+        challenge = self._challenge()
+        if resource_metadata is not None and self.status_code == 401 and challenge is not None:
+            param = f'resource_metadata="{_quote(resource_metadata)}"'
+            challenge = f"Bearer {param}" if challenge == "Bearer" else f"{challenge}, {param}"
+        return challenge
+
+    def _challenge(self) -> str | None:
         if self.code == "missing_token":
             return "Bearer"  # RFC 6750 §3.1: no error code when no token was sent
+        if self.code == "insufficient_claims" and self.claims is not None:
+            # The shape MSAL clients recognise (Microsoft's claims-challenge documentation).
+            return (
+                f'Bearer realm="", authorization_uri="{_quote(self.authorization_uri or "")}", '
+                f'error="insufficient_claims", claims="{_quote(self.claims)}"'
+            )
         if self.status_code == 401:
             return f'Bearer error="invalid_token", error_description="{_quote(self.detail)}"'
         if self.code == "insufficient_scope":
@@ -100,9 +137,9 @@ class AuthError(Exception):
             )
         return None
 
-    def response_headers(self) -> list[tuple[bytes, bytes]]:
+    def response_headers(self, resource_metadata: str | None = None) -> list[tuple[bytes, bytes]]:
         headers = [(b"content-type", b"application/json")]
-        challenge = self.www_authenticate()
+        challenge = self.www_authenticate(resource_metadata)
         if challenge is not None:
             headers.append((b"www-authenticate", challenge.encode("latin-1", "replace")))
         if self.status_code == 503:
