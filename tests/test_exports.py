@@ -26,6 +26,8 @@ PUBLIC = {
     "any_of",
     "refuse_guests",
     "require_app_only",
+    "require_auth_context",
+    "require_client_apps",
     "require_delegated",
     "require_directory_roles",
     "require_groups",

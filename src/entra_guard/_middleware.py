@@ -77,10 +77,21 @@ class EntraAuthMiddleware:
         self.app = app
         self.auth = auth
         self.exclude_paths = tuple(exclude_paths)
+        # Start-up checks of the declared guards and RFC 9728 metadata (README "Step-up
+        # and client controls"); imported here: that module imports the guards, which
+        # import this one.
+        from ._resource_metadata import ProtectedResource
+
+        self.resource = ProtectedResource(auth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan":
+                receive = self.resource.lifespan_receive(scope, receive, send)
             await self.app(scope, receive, send)
+            return
+        if self.resource.serves(scope):
+            await self.resource.serve(scope, send)
             return
         scope[AUTH_KEY] = self.auth
         excluded = bool(self.exclude_paths) and scope.get("path", "").startswith(self.exclude_paths)
@@ -158,7 +169,7 @@ class EntraAuthMiddleware:
             await send({"type": "websocket.close", "code": 1008, "reason": exc.code})
             return
         body = exc.response_body()
-        headers = exc.response_headers()
+        headers = exc.response_headers(self.resource.url(scope))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -156,10 +156,29 @@ def _patch(
                 {**others, scheme_name: sorted(prefix + s for s in alternative)}
                 for alternative in alternatives
             ]
+            _describe(operation, guards, settings)
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})[scheme_name] = security_scheme(
         settings, dict(sorted(declared.items()))
     )
+
+
+def _describe(operation: dict[str, Any], guards: list[Guard], settings: EntraSettings) -> None:
+    """Requirements scopes cannot express (authentication context, client apps): an
+    ``x-entra-*`` extension and a sentence in the description, from the guards'
+    ``openapi_extension``/``openapi_note`` (README "Step-up and client controls")."""
+    stack, notes = list(reversed(guards)), []
+    while stack:
+        guard = stack.pop()
+        stack.extend(reversed(getattr(guard, "guards", ())))
+        if hasattr(guard, "openapi_extension") and hasattr(guard, "openapi_note"):
+            for key, values in guard.openapi_extension(settings).items():
+                operation[key] = list(dict.fromkeys([*operation.get(key, []), *values]))
+            notes.append(guard.openapi_note(settings))
+    if notes:
+        text = "\n\n".join(dict.fromkeys(notes))
+        described = operation.get("description")
+        operation["description"] = f"{described}\n\n{text}" if described else text
 
 
 __all__ = ["route_guards", "scope_prefix", "security_scheme", "setup_openapi"]

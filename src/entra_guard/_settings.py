@@ -56,6 +56,60 @@ def _check_base_url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
+#: A Conditional Access authentication context id, as in the token's ``acrs`` claim.
+AUTH_CONTEXT_ID_RE = re.compile(r"^c[1-9][0-9]?$")
+#: Characters that could break out of a header value or a quoted-string (and ``"``, ``\\``).
+_UNSAFE_RE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def check_label(what: str, value: str, *, max_length: int = 100) -> str:
+    """A configured name that may reach a log line, a JSON body or an OpenAPI document:
+    printable, no quotes or backslashes, bounded (no header injection through config)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be non-empty strings, got {value!r}")
+    if _UNSAFE_RE.search(value) or not value.isprintable() or len(value) > max_length:
+        raise ValueError(
+            f"{what} must be printable, at most {max_length} characters, without quotes, "
+            f"backslashes or control characters, got {value!r}"
+        )
+    return value.strip()
+
+
+def check_auth_contexts(value: dict[str, str]) -> dict[str, str]:
+    """``{"approve-payment": "c1"}``: names are labels, values authentication context ids."""
+    out: dict[str, str] = {}
+    for name, context in value.items():
+        label = check_label("ENTRA_AUTH_CONTEXTS names", name)
+        if AUTH_CONTEXT_ID_RE.match(label.lower()):
+            raise ValueError(f"ENTRA_AUTH_CONTEXTS: the name {label!r} looks like an id")
+        if not isinstance(context, str) or not AUTH_CONTEXT_ID_RE.match(context.strip().lower()):
+            raise ValueError(
+                f"ENTRA_AUTH_CONTEXTS[{label!r}] must be an authentication context id "
+                f"c1...c99, got {context!r}"
+            )
+        out[label] = context.strip().lower()
+    return out
+
+
+def check_resource_uri(value: str) -> str:
+    """An absolute URI without whitespace, quotes or control characters, nor a fragment."""
+    text = value.strip()
+    parts = urlsplit(text)
+    if (
+        not parts.scheme
+        or parts.fragment
+        or "#" in text
+        or len(text) > 2048
+        or any(c.isspace() or c in '"\\<>' or not c.isprintable() for c in text)
+        or (parts.scheme in ("http", "https") and not parts.hostname)
+    ):
+        raise ValueError(
+            "ENTRA_RESOURCE_URI must be an absolute URI (api://... or https://...) without "
+            f"spaces, quotes, control characters or a fragment, got {value!r}"
+        )
+    return text
+
+
 class EntraSettings(BaseSettings):
     """Everything entra-guard needs to know about your app registration."""
 
@@ -109,6 +163,17 @@ class EntraSettings(BaseSettings):
     groups_cache_size: int = Field(default=10000, ge=1, description="Group cache entries.")
     public_client_id: str | None = Field(
         default=None, description="Public (SPA) client id for the Swagger UI sign-in."
+    )
+    # Step-up and resource metadata (README "Step-up and client controls").
+    auth_contexts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Names for Conditional Access authentication contexts: `{name: c1..c99}`.",
+    )
+    resource_metadata: bool = Field(
+        default=False, description="Serve RFC 9728 protected-resource metadata."
+    )
+    resource_uri: str | None = Field(
+        default=None, description="RFC 9728 `resource`; default `api://{client_id}`."
     )
     log_pii: bool = Field(default=False, description="Allow names/UPNs in log lines.")
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
@@ -181,6 +246,16 @@ class EntraSettings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in ("http", "https", "socks5"):
             raise ValueError(f"ENTRA_HTTP_PROXY must be a proxy URL, got {value!r}")
         return value
+
+    @field_validator("auth_contexts")
+    @classmethod
+    def _auth_contexts(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_auth_contexts(value)
+
+    @field_validator("resource_uri")
+    @classmethod
+    def _resource_uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_resource_uri(value)
 
     @model_validator(mode="after")
     def _defaults(self) -> EntraSettings:
