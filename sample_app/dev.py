@@ -37,6 +37,10 @@ class DevTokenRequest(BaseModel):
     version: Literal["1.0", "2.0"] = "2.0"
     tenant_id: str | None = None
     expires_in: int = Field(default=3600, ge=-86400, le=86400)
+    # Step-up and client controls (README "Step-up and client controls").
+    acrs: list[str] | None = Field(default=None, max_length=25)
+    client_capabilities: list[str] | None = Field(default=None, max_length=5)
+    app_id: str | None = Field(default=None, max_length=64)
 
 
 class DevTokenResponse(BaseModel):
@@ -100,5 +104,8 @@ class DevIssuer:
             tenant_id=request.tenant_id,
             audience=audience,
             expires_in=request.expires_in,
+            acrs=request.acrs,
+            client_capabilities=request.client_capabilities,
+            app_id=request.app_id,
         )
         return DevTokenResponse(access_token=token, expires_in=request.expires_in)

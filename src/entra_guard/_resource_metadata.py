@@ -44,7 +44,9 @@ WELL_KNOWN_PATH = "/.well-known/oauth-protected-resource"
 _MAX_DEPTH = 16
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_RE = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]{{2,45}}\])(?::[0-9]{{1,5}})?$")
+_HOST_RE = re.compile(
+    rf"^(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]{{2,45}}\])(?::[0-9]{{1,5}})?$"
+)
 _ROOT_PATH_RE = re.compile(r"^(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$")
 _HTTP_SCHEME = {"http": "http", "ws": "http", "https": "https", "wss": "https"}
 _DEFAULT_PORT = {"http": 80, "https": 443}

@@ -115,15 +115,15 @@ class AuthContextGuard(Guard):
             ids = self.resolve(auth.settings)
         except ValueError as exc:  # the start-up check did not run (lifespan off)
             raise RuntimeError(str(exc)) from None
-        if not satisfied_contexts(principal.claims).isdisjoint(ids):
-            return
         wanted = " or ".join(ids)
-        if principal.is_app_only:
+        if principal.is_app_only:  # checked first: only a user sign-in satisfies a context
             raise AuthError(
                 "auth_context_required",
                 f"This operation needs authentication context {wanted}, which only a user "
                 "sign-in can satisfy; app-only tokens never carry it",
             )
+        if not satisfied_contexts(principal.claims).isdisjoint(ids):
+            return
         if not can_answer_claims_challenge(principal.claims):
             raise AuthError(
                 "auth_context_required",
@@ -164,9 +164,7 @@ def require_auth_context(*ids: str | Iterable[str]) -> Guard:
     declared ``xms_cc`` ``cp1``; else, and for app-only tokens, 403
     ``auth_context_required``. The challenge asks for the first id.
     """
-    flat: tuple[Any, ...] = (
-        tuple(ids[0]) if len(ids) == 1 and not isinstance(ids[0], str) else ids
-    )
+    flat: tuple[Any, ...] = tuple(ids[0]) if len(ids) == 1 and not isinstance(ids[0], str) else ids
     references = tuple(
         dict.fromkeys(check_label("require_auth_context ids and names", ref) for ref in flat)
     )

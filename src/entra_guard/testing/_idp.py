@@ -165,9 +165,17 @@ class FakeEntraID:
         not_before: float | None = None,
         guest: bool = False,
         wids: Iterable[str] | None = None,
+        acrs: Iterable[str] | None = None,
+        client_capabilities: Iterable[str] | None = None,
+        app_id: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """Claims of an Entra access token; ``extra`` adds or (with ``None``) removes claims."""
+        """Claims of an Entra access token; ``extra`` adds or (with ``None``) removes claims.
+
+        ``acrs``: authentication contexts the sign-in satisfied; ``client_capabilities``:
+        what the client declared (``["cp1"]``), emitted as ``xms_cc``; ``app_id``: the
+        calling application (``azp`` in v2, ``appid`` in v1).
+        """
         now = int(time.time())
         tid = tenant_id or (self.tenant_id if _is_guid(self.tenant_id) else DEFAULT_TENANT_ID)
         oid = object_id or str(uuid.uuid4())
@@ -185,10 +193,15 @@ class FakeEntraID:
             "uti": b64url_encode(secrets.token_bytes(12)),
             "ver": version,
         }
+        client = app_id or DEFAULT_CLIENT_APP_ID
         if version == "2.0":
-            claims |= {"azp": DEFAULT_CLIENT_APP_ID, "azpacr": "1" if app_only else "0"}
+            claims |= {"azp": client, "azpacr": "1" if app_only else "0"}
         else:
-            claims |= {"appid": DEFAULT_CLIENT_APP_ID, "appidacr": "1" if app_only else "0"}
+            claims |= {"appid": client, "appidacr": "1" if app_only else "0"}
+        if acrs is not None:
+            claims["acrs"] = list(acrs)
+        if client_capabilities is not None:
+            claims["xms_cc"] = list(client_capabilities)
         if app_only:
             claims["idtyp"] = "app"
             app_roles = list(roles) if roles is not None else ["Items.Read.All"]
