@@ -82,7 +82,11 @@ def check_auth_contexts(value: dict[str, str]) -> dict[str, str]:
         label = check_label("ENTRA_AUTH_CONTEXTS names", name)
         if AUTH_CONTEXT_ID_RE.match(label.lower()):
             raise ValueError(f"ENTRA_AUTH_CONTEXTS: the name {label!r} looks like an id")
-        if not isinstance(context, str) or not AUTH_CONTEXT_ID_RE.match(context.strip().lower()):
+        if (
+            not isinstance(context, str)
+            or _UNSAFE_RE.search(context)
+            or not AUTH_CONTEXT_ID_RE.match(context.strip().lower())
+        ):
             raise ValueError(
                 f"ENTRA_AUTH_CONTEXTS[{label!r}] must be an authentication context id "
                 f"c1...c99, got {context!r}"
@@ -93,7 +97,7 @@ def check_auth_contexts(value: dict[str, str]) -> dict[str, str]:
 
 def check_resource_uri(value: str) -> str:
     """An absolute URI without whitespace, quotes or control characters, nor a fragment."""
-    text = value.strip()
+    text = value.strip(" ")
     parts = urlsplit(text)
     if (
         not parts.scheme
