@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, Security, WebSocket
+from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from entra_guard import (
@@ -48,7 +48,8 @@ STEP_UP = require_scopes("Payments.Approve") & require_auth_context("c1")
 WS_ONLY = require_scopes("Feed.Listen")
 ROUTER_LEVEL = require_scopes("Router.Scope")
 ENTRA_ROUTE_LEVEL = require_scopes("Fast.Path")
-GUARDS = [READ, WRITE, REPORTS, STEP_UP, WS_ONLY, ROUTER_LEVEL, ENTRA_ROUTE_LEVEL]
+MOUNTED = require_scopes("Sub.Read")
+GUARDS = [READ, WRITE, REPORTS, STEP_UP, WS_ONLY, ROUTER_LEVEL, ENTRA_ROUTE_LEVEL, MOUNTED]
 #: Every scope the guards above accept, by hand (what the document must list).
 EXPECTED_SCOPES = {
     "Items.Read",
@@ -59,6 +60,7 @@ EXPECTED_SCOPES = {
     "Feed.Listen",
     "Router.Scope",
     "Fast.Path",
+    "Sub.Read",
 }
 
 
@@ -99,6 +101,14 @@ def build(api: InProcessApi) -> InProcessApi:
 
     api.app.include_router(router)
     api.app.include_router(fast)
+
+    sub = FastAPI()
+
+    @sub.get("/thing", dependencies=[Security(MOUNTED)])
+    async def sub_thing() -> dict[str, str]:
+        return {"sub": "yes"}
+
+    api.app.mount("/sub", sub)
     return api
 
 
@@ -286,6 +296,8 @@ async def test_public_routes_and_valid_tokens_are_untouched(
         assert (await client.get("/v2/things", headers=bearer(idp.token()))).json()["code"] == (
             "insufficient_scope"
         )
+        mounted = await client.get("/sub/thing", headers=bearer(idp.token(scopes=["Sub.Read"])))
+        assert mounted.status_code == 200
 
 
 async def test_websocket_refusal_is_still_a_1008_close(

@@ -205,7 +205,7 @@ class ProtectedResource:
         if host is None:
             return None
         root_path = str(scope.get("root_path", ""))
-        if len(root_path) > 1024 or not _ROOT_PATH_RE.match(root_path):
+        if root_path and (len(root_path) > 1024 or not _ROOT_PATH_RE.match(root_path)):
             root_path = ""
         return f"{scheme}://{host}{root_path.rstrip('/')}{WELL_KNOWN_PATH}"
 
