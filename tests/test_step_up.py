@@ -543,6 +543,31 @@ def test_uvicorn_refuses_to_start_with_an_unknown_name(tmp_path: Path) -> None:
     assert "Application startup failed. Exiting." in result.stderr
 
 
+class BrokenSettingsCheck(Guard):
+    """A guard whose start-up check fails with something other than ValueError."""
+
+    def check_settings(self, settings: EntraSettings) -> None:
+        raise KeyError("broken check")
+
+
+async def test_any_failing_check_stops_the_start_up(make_api: ApiMaker) -> None:
+    api = make_api()
+    api.route("/broken", BrokenSettingsCheck())
+    sent: list[dict[str, Any]] = []
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await queue.put({"type": "lifespan.startup"})
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    with pytest.raises(KeyError):
+        await api.app(
+            {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get, send
+        )
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "broken check" in sent[0]["message"]
+
+
 async def test_known_names_start_and_serve(make_api: ApiMaker, idp: FakeEntraID) -> None:
     api = make_api(auth_contexts={"approve-payment": "c1"})
     api.route("/ok", require_auth_context("approve-payment"))

@@ -151,7 +151,7 @@ class ProtectedResource:
             if message["type"] == "lifespan.startup" and app is not None:
                 try:
                     self.prepare(app)
-                except ValueError as exc:
+                except Exception as exc:  # any failure must stop the start-up, not be ignored
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     raise
             return message

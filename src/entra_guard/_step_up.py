@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import Scope
 
+from ._auth import EntraAuth
 from ._errors import AuthError
 from ._guards import Guard
 from ._middleware import AUTH_KEY
@@ -62,13 +63,13 @@ def satisfied_contexts(claims: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(v.strip().lower() for v in value if isinstance(v, str))
 
 
-def authorize_endpoint(auth: Any) -> str:
+def authorize_endpoint(auth: EntraAuth) -> str:
     """The tenant's authorize endpoint: from its metadata when loaded (and http(s) as the
     authority's), else ``{authority_host}/{tenant}/oauth2/v2.0/authorize``."""
-    settings: EntraSettings = auth.settings
+    settings = auth.settings
     current = auth.metadata.current
-    endpoint = getattr(current, "authorization_endpoint", None)
-    if isinstance(endpoint, str):
+    endpoint = current.authorization_endpoint if current is not None else None
+    if endpoint is not None:
         parts = urlsplit(endpoint)
         if parts.hostname and (
             parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
