@@ -169,7 +169,8 @@ class EntraAuthMiddleware:
             await send({"type": "websocket.close", "code": 1008, "reason": exc.code})
             return
         body = exc.response_body()
-        headers = exc.response_headers(self.resource.url(scope))
+        metadata_url = self.resource.url(scope) if exc.status_code == 401 else None
+        headers = exc.response_headers(metadata_url)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
