@@ -41,7 +41,7 @@ class InProcessNetwork(httpx.AsyncBaseTransport, httpx.BaseTransport):
         )
         self._thread.start()
         self._apps: dict[str, httpx.ASGITransport] = {}
-        self._lifespans: dict[str, tuple[asyncio.Event, asyncio.Future[None]]] = {}
+        self._lifespans: dict[str, tuple[asyncio.Queue[Any], asyncio.Task[None]]] = {}
         self._names = itertools.count(1)
         self._outside = httpx.AsyncHTTPTransport()
         self._lock = threading.Lock()
@@ -49,13 +49,11 @@ class InProcessNetwork(httpx.AsyncBaseTransport, httpx.BaseTransport):
     # -- apps --------------------------------------------------------------------------
 
     def add(self, app: ASGIApp, name: str = "app") -> str:
-        """Serve ``app`` (lifespan started, as uvicorn would) at a fresh ``http://*.localhost``."""
+        """Serve ``app`` at a fresh ``http://NAME-N.localhost``, its lifespan started as
+        uvicorn starts it (``lifespan="on"``)."""
         host = f"{name}-{next(self._names)}.localhost"
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        router = getattr(app, "router", None)
-        if router is not None and hasattr(router, "lifespan_context"):
-            stop, task = self.run(self._start_lifespan(app))
-            self._lifespans[host] = (stop, task)
+        self._lifespans[host] = self.run(self._start_lifespan(app))
         with self._lock:
             self._apps[host] = transport
         return f"http://{host}"
@@ -69,28 +67,38 @@ class InProcessNetwork(httpx.AsyncBaseTransport, httpx.BaseTransport):
         if lifespan is not None:
             self.run(self._stop_lifespan(*lifespan))
 
-    async def _start_lifespan(self, app: Any) -> tuple[asyncio.Event, asyncio.Future[None]]:
-        started: asyncio.Future[None] = self._loop.create_future()
-        stop = asyncio.Event()
+    @staticmethod
+    async def _start_lifespan(app: ASGIApp) -> tuple[asyncio.Queue[Any], asyncio.Task[None]]:
+        """The ASGI lifespan protocol, as a server speaks it."""
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                started.set_result(None)
+            elif message["type"] == "lifespan.startup.failed":
+                started.set_exception(RuntimeError(message.get("message", "startup failed")))
+            elif message["type"] == "lifespan.shutdown.failed":
+                raise RuntimeError(message.get("message", "shutdown failed"))
 
         async def serve() -> None:
+            scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
             try:
-                async with app.router.lifespan_context(app):
-                    started.set_result(None)
-                    await stop.wait()
+                await app(scope, inbox.get, send)
             except BaseException as exc:
                 if not started.done():
                     started.set_exception(exc)
                     return
                 raise
 
+        await inbox.put({"type": "lifespan.startup"})
         task = asyncio.ensure_future(serve())
         await started
-        return stop, task
+        return inbox, task
 
     @staticmethod
-    async def _stop_lifespan(stop: asyncio.Event, task: asyncio.Future[None]) -> None:
-        stop.set()
+    async def _stop_lifespan(inbox: asyncio.Queue[Any], task: asyncio.Task[None]) -> None:
+        await inbox.put({"type": "lifespan.shutdown"})
         await task
 
     # -- running things on the network's loop -------------------------------------------
