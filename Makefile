@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test coverage lint format typecheck run bench clean
+.PHONY: install test lint format typecheck run bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,6 +18,7 @@ test: install
 	$(PY) -m pytest -q
 
 # Line coverage of the library (pytest-cov, in the dev extra).
+.PHONY: coverage
 coverage: install
 	$(PY) -m pytest -q --cov=entra_guard --cov-report=term-missing
 
