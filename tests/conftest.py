@@ -9,6 +9,8 @@ other file, and any test marked ``over_sockets``, gets real servers on 127.0.0.1
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from entra_guard import EntraAuth, EntraAuthMiddleware, EntraSettings
-from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
+from entra_guard.testing import FakeEntraID, FakeGraph, FakeKey, LiveServer
 from sample_app.app import create_app
 
 from . import _inprocess
@@ -70,10 +72,20 @@ def fake_entra_url(
     return _fake_entra_server[1].url
 
 
+@pytest.fixture(scope="session")
+def _fresh_idp_key() -> FakeKey:
+    """The signing key every fresh fake Entra ID starts with (a 2048-bit RSA key costs
+    0.1-0.4 s to make); each gets its own copy of the published JWK to edit."""
+    return FakeKey.generate()
+
+
 @pytest.fixture
-def fresh_idp(request: pytest.FixtureRequest) -> Iterator[tuple[FakeEntraID, str]]:
+def fresh_idp(
+    request: pytest.FixtureRequest, _fresh_idp_key: FakeKey
+) -> Iterator[tuple[FakeEntraID, str]]:
     """A private fake Entra ID (for tests that rotate keys or break it)."""
-    idp = FakeEntraID()
+    key = dataclasses.replace(_fresh_idp_key, public_jwk=copy.deepcopy(_fresh_idp_key.public_jwk))
+    idp = FakeEntraID(key=key)
     if in_process(request):
         network: InProcessNetwork = request.getfixturevalue("network")
         url = network.add(idp.app, "idp")
