@@ -444,6 +444,7 @@ async def test_a_shared_failed_look_up_is_logged_once(
 ) -> None:
     oid = overage_user(fake_graph, [FINANCE_GROUP])
     fake_graph.fail(403)
+    fake_graph.response_delay = 0.3  # keep the look-up in flight while requests pile up
     token = fake_entra.token(object_id=oid, overage=True)
     async with httpx.AsyncClient(timeout=30, transport=transport_for(groups_api)) as client:
         responses = await asyncio.gather(
