@@ -64,12 +64,11 @@ def _inprocess_entra_url(
 
 
 @pytest.fixture
-def fake_entra_url(
-    request: pytest.FixtureRequest, _fake_entra_server: tuple[FakeEntraID, LiveServer]
-) -> str:
+def fake_entra_url(request: pytest.FixtureRequest, fake_entra_url: str) -> str:
+    """The plugin's URL of the shared fake Entra ID, or its in-process one."""
     if in_process(request):
         return str(request.getfixturevalue("_inprocess_entra_url"))
-    return _fake_entra_server[1].url
+    return fake_entra_url
 
 
 @pytest.fixture(scope="session")
