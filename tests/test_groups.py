@@ -1,5 +1,5 @@
 """Groups overage through Microsoft Graph (DESIGN.md §3.8), over HTTP: the sample API's
-/finance route, the fake Entra ID's token endpoint and the fake Graph, all on 127.0.0.1."""
+/finance route, the fake Entra ID's token endpoint and the fake Graph, all in process."""
 
 from __future__ import annotations
 
