@@ -1,6 +1,6 @@
 """Logging: one INFO line per refusal with code/kid/tid/oid/app/path, never a token or PII.
 
-Requests go over real HTTP to the sample API; its server runs in this process,
+Requests go over HTTP to the sample API, served in process (no sockets),
 so ``caplog`` sees every record it writes (all loggers, DEBUG and up).
 """
 
