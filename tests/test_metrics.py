@@ -1,4 +1,4 @@
-"""Observer events and the Prometheus integration, driven over real HTTP.
+"""Observer events and the Prometheus integration, driven over HTTP (in process).
 
 Counters are read back from the sample app's ``/metrics`` endpoint (text
 exposition format), so the whole chain is covered: middleware -> EntraAuth ->
