@@ -17,6 +17,11 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q
 
+# Line coverage of the library (pytest-cov, in the dev extra).
+.PHONY: coverage
+coverage: install
+	$(PY) -m pytest -q --cov=entra_guard --cov-report=term-missing
+
 lint: install
 	$(VENV)/bin/ruff check src tests sample_app bench
 	$(VENV)/bin/ruff format --check src tests sample_app bench
