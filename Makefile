@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Two processes (the suite waits on retries and timeouts more than it computes); a test
+# file stays in one process so its module fixtures (servers) start once.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # Line coverage of the library (pytest-cov, in the dev extra).
 .PHONY: coverage
@@ -23,13 +25,13 @@ coverage: install
 	$(PY) -m pytest -q --cov=entra_guard --cov-report=term-missing
 
 lint: install
-	$(VENV)/bin/ruff check src tests sample_app bench
-	$(VENV)/bin/ruff format --check src tests sample_app bench
+	$(VENV)/bin/ruff check src tests sample_app bench examples
+	$(VENV)/bin/ruff format --check src tests sample_app bench examples
 	$(VENV)/bin/mypy
 
 format: install
-	$(VENV)/bin/ruff format src tests sample_app bench
-	$(VENV)/bin/ruff check --fix src tests sample_app bench
+	$(VENV)/bin/ruff format src tests sample_app bench examples
+	$(VENV)/bin/ruff check --fix src tests sample_app bench examples
 
 # Demo API with the built-in dev issuer (no Azure tenant needed).
 # --h11-max-incomplete-event-size lets a 16 KiB token through uvicorn's header limit.
