@@ -24,7 +24,6 @@ each route's scopes.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,10 +35,8 @@ from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketState
 
 from ._errors import AuthError
-from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
+from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY, log_rejection, missing_token
 from ._principal import Principal
-
-logger = logging.getLogger("entra_guard")
 
 #: Name of the OpenAPI security scheme every guard belongs to.
 SCHEME_NAME = "EntraID"
@@ -71,7 +68,7 @@ def _unauthenticated(scope: Scope) -> AuthError:
             "app.add_middleware(EntraAuthMiddleware, auth=auth)"
         )
     error = scope[ERROR_KEY]
-    return error if error is not None else AuthError("missing_token", "This route needs a token")
+    return error if error is not None else missing_token()
 
 
 class Guard(SecurityBase):
@@ -117,7 +114,7 @@ async def _refuse_websocket(websocket: WebSocket, exc: AuthError) -> None:
     auth = websocket.scope.get(AUTH_KEY)
     if auth is not None:
         auth.observer.rejected(exc.code)
-    logger.info("websocket rejected: code=%s path=%s", exc.code, websocket.scope.get("path", ""))
+    log_rejection(websocket.scope, exc, auth)
     if websocket.client_state == WebSocketState.CONNECTING:
         await websocket.accept()
     raise WebSocketException(code=1008, reason=exc.code) from exc
