@@ -74,6 +74,7 @@ def guarded_app(idp: FakeEntraID, **middleware: Any) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
     app.add_middleware(EntraAuthMiddleware, auth=auth, **middleware)
     app.state.auth = auth
+
     @app.get("/items/{name}")
     async def item(name: str, user: Annotated[Principal, Depends(ADMIN)]) -> dict[str, str]:
         return {"name": name}
@@ -334,7 +335,7 @@ async def test_dev_issuer_refuses_non_loopback_clients() -> None:
     ("argv", "env", "host"),
     [
         (["uvicorn", "sample_app.main:app"], {}, "127.0.0.1"),
-        (["uvicorn", "sample_app.main:app", "--host", "0.0.0.0"], {}, "0.0.0.0"),  # noqa: S104
+        (["uvicorn", "sample_app.main:app", "--host", "0.0.0.0"], {}, "0.0.0.0"),
         (["uvicorn", "x:app", "--host=::"], {}, "::"),
         (["uvicorn", "x:app"], {"UVICORN_HOST": "192.0.2.1"}, "192.0.2.1"),
     ],
@@ -350,7 +351,7 @@ def test_dev_mode_refuses_to_start_on_a_non_loopback_bind(
 ) -> None:
     from sample_app.app import create_app
 
-    monkeypatch.setattr("sys.argv", ["uvicorn", "sample_app.main:app", "--host", "0.0.0.0"])  # noqa: S104
+    monkeypatch.setattr("sys.argv", ["uvicorn", "sample_app.main:app", "--host", "0.0.0.0"])
     with pytest.raises(RuntimeError, match="loopback"):
         create_app(dev_settings(), dev_mode=True)
     monkeypatch.setattr("sys.argv", ["uvicorn", "sample_app.main:app", "--host", "::1"])
