@@ -118,16 +118,16 @@ class GraphClient:
         claim; Graph is only asked when the token says it left groups out.
         """
         if not principal.groups_overage:
-            return frozenset(g.lower() for g in principal.groups)
+            return principal.groups  # lower-cased by Principal
         tid, oid = principal.tenant_id, principal.object_id
-        if oid is None or not GUID_RE.match(oid.lower()) or not GUID_RE.match(tid):
+        if oid is None or not GUID_RE.fullmatch(oid) or not GUID_RE.fullmatch(tid):
             raise _unavailable("The token has a groups overage marker but no usable 'oid'")
         if self.settings.client_secret is None:
             raise _unavailable(
                 "Groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (with the "
                 "GroupMember.Read.All application permission granted)"
             )
-        key = (tid, oid.lower())
+        key = (tid, oid)
         cached = self._groups.get(key)
         self.observer.groups_cache(hit=cached is not None)
         if cached is not None:
