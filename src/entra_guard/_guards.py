@@ -24,7 +24,7 @@ each route's scopes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -60,7 +60,7 @@ def _flatten(args: tuple[Any, ...]) -> tuple[str, ...]:
     return args
 
 
-def _unauthenticated(scope: dict[str, Any]) -> AuthError:
+def _unauthenticated(scope: MutableMapping[str, Any]) -> AuthError:
     if ERROR_KEY not in scope:
         raise RuntimeError(
             "entra-guard guards need EntraAuthMiddleware: "
