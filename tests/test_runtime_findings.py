@@ -35,8 +35,9 @@ from entra_guard import (
     require_tenants,
     setup_openapi,
 )
+from entra_guard._graph import GraphClient
 from entra_guard._metadata import MetadataCache
-from entra_guard.testing import FakeEntraID
+from entra_guard.testing import FakeEntraID, FakeGraph
 
 from .conftest import assert_refused, bearer
 
@@ -502,3 +503,60 @@ async def test_entra_route_runs_each_guard_once(idp: FakeEntraID) -> None:
     assert (await call(app, "/r/nested", token)).status_code == 200
     assert calls == ["x", "x"]
     assert (await call(app, "/once")).status_code == 401
+
+
+# -- issue 8: Graph failures, logged once with a cause ---------------------------------------
+
+
+def graph_client(idp: FakeEntraID, **settings: Any) -> tuple[GraphClient, FakeGraph]:
+    """A GraphClient whose Entra ID and Graph are both fakes, in process."""
+    graph = FakeGraph(idp)
+    idp.confidential_clients[idp.client_id] = "s3cret"
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        target = graph.app if scope.get("path", "").startswith("/v1.0/") else idp.app
+        await target(scope, receive, send)
+
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=dispatch))
+    values = {"graph_url": IDP_URL, "client_secret": "s3cret", **settings}
+    return GraphClient(idp.settings(IDP_URL, **values), http, budget=2), graph
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        ("refused", "refused"),
+        ("down", "http_error"),
+        ("unconfigured", "not_configured"),
+    ],
+)
+async def test_graph_failures_are_logged_once_with_their_cause(
+    idp: FakeEntraID, caplog: pytest.LogCaptureFixture, fault: str, cause: str
+) -> None:
+    client, graph = graph_client(
+        idp, **({"client_secret": None} if fault == "unconfigured" else {})
+    )
+    if fault == "refused":
+        graph.fail(403)
+    elif fault == "down":
+        graph.fail(404)
+    principal = Principal.from_claims(idp.claims(overage=True), "2.0")
+    caplog.set_level(logging.INFO, logger="entra_guard")
+    outcomes = await asyncio.gather(
+        *(client.group_ids(principal) for _ in range(20)), return_exceptions=True
+    )
+    await client.aclose()
+    await client.http.aclose()
+    assert all(isinstance(o, AuthError) and o.code == "groups_unavailable" for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 20  # a fresh error per waiter
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    expected = 20 if fault == "unconfigured" else 1  # no shared look-up to log once for
+    assert len(lines) == expected, lines
+    assert all(f"cause={cause} " in line for line in lines), lines
+    assert principal.object_id in lines[0]
+
+
+def test_graph_dead_code_is_gone(idp: FakeEntraID) -> None:
+    assert not hasattr(GraphClient, "forget")
+    graph = FakeGraph(idp)
+    assert not any("getMemberObjects" in getattr(r, "path", "") for r in graph.app.routes)
