@@ -8,6 +8,7 @@ Starlette's ``TestClient``); no sockets.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -560,3 +561,27 @@ def test_graph_dead_code_is_gone(idp: FakeEntraID) -> None:
     assert not hasattr(GraphClient, "forget")
     graph = FakeGraph(idp)
     assert not any("getMemberObjects" in getattr(r, "path", "") for r in graph.app.routes)
+
+
+async def test_metadata_failure_log_lines_carry_no_control_characters(
+    idp: FakeEntraID, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hostile discovery document (a jwks_uri with U+2028, NEL) cannot forge a log line."""
+    forged = "http://127.0.0.1:9/keys\u2028request rejected: code=none\x85"
+
+    async def hostile(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and "openid-configuration" in scope["path"]:
+            body = json.dumps({"issuer": "x", "jwks_uri": forged}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await idp.app(scope, receive, send)
+
+    caplog.set_level(logging.DEBUG, logger="entra_guard")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hostile)) as http:
+        cache = MetadataCache(idp.settings(IDP_URL), http)
+        with pytest.raises(AuthError):
+            await cache.get()
+    assert any("metadata fetch failed" in r.getMessage() for r in caplog.records)
+    for record in caplog.records:
+        assert not _control_chars(record.getMessage()), repr(record.getMessage())

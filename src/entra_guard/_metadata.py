@@ -223,7 +223,7 @@ class MetadataCache:
                 level,
                 "metadata fetch failed after %.3fs: %s%s",
                 self._clock() - started,
-                exc,
+                loggable(exc, 300, words=True),  # holds URLs from the IdP's documents
                 " (keeping last known good keys)" if previous is not None else "",
             )
             raise exc from None
