@@ -585,3 +585,10 @@ async def test_metadata_failure_log_lines_carry_no_control_characters(
     assert any("metadata fetch failed" in r.getMessage() for r in caplog.records)
     for record in caplog.records:
         assert not _control_chars(record.getMessage()), repr(record.getMessage())
+
+
+def test_auth_scopes_are_built_once_per_principal(idp: FakeEntraID) -> None:
+    """``request.auth`` names come from the cached Principal, not from work per request."""
+    principal = Principal.from_claims(idp.claims(scopes=["B", "A"], roles=["R"]), "2.0")
+    assert principal.auth_scopes == ("role:R", "scp:A", "scp:B")
+    assert "auth_scopes" not in repr(principal)

@@ -80,11 +80,10 @@ def credentials(principal: Any) -> AuthCredentials:
 
     Entra permission names can exist as both (``User.Read.All``), so Starlette's
     ``@requires("role:Admin")`` must not be satisfied by a delegated scope named
-    ``Admin`` (README "Use it in your API").
+    ``Admin`` (README "Use it in your API"). The names are built once per
+    ``Principal`` (``auth_scopes``), which the verified-token cache keeps.
     """
-    return AuthCredentials(
-        sorted([*(f"scp:{s}" for s in principal.scopes), *(f"role:{r}" for r in principal.roles)])
-    )
+    return AuthCredentials(principal.auth_scopes)
 
 
 def excluded_path(path: str, prefixes: tuple[str, ...]) -> bool:

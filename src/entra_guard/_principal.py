@@ -60,6 +60,13 @@ class Principal:
     preferred_username: str | None
     is_guest: bool
     claims: Mapping[str, Any] = field(repr=False, compare=False)
+    #: ``request.auth.scopes``: ``scp:<scope>`` and ``role:<app role>``, sorted; built
+    #: once here rather than on every request (README "Use it in your API").
+    auth_scopes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [*(f"scp:{s}" for s in self.scopes), *(f"role:{r}" for r in self.roles)]
+        object.__setattr__(self, "auth_scopes", tuple(sorted(names)))
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], version: str) -> Principal:
