@@ -33,10 +33,12 @@ format: install
 	$(VENV)/bin/ruff format src tests sample_app bench examples
 	$(VENV)/bin/ruff check --fix src tests sample_app bench examples
 
-# Demo API with the built-in dev issuer (no Azure tenant needed).
-# --h11-max-incomplete-event-size lets a 16 KiB token through uvicorn's header limit.
+# Demo API with the built-in dev issuer (no Azure tenant needed; loopback HOST only).
+# --h11-max-incomplete-event-size lets a 16 KiB token through uvicorn's header limit;
+# WEBSOCKETS_MAX_LINE_LENGTH does the same for WebSocket handshakes (websockets' own
+# parser, 8 KiB per header line by default, drops longer ones without an answer).
 run: install
-	ENTRA_DEV_MODE=1 ENTRA_TENANT_ID=$${ENTRA_TENANT_ID:-11111111-1111-1111-1111-111111111111} \
+	WEBSOCKETS_MAX_LINE_LENGTH=65536 ENTRA_DEV_MODE=1 ENTRA_TENANT_ID=$${ENTRA_TENANT_ID:-11111111-1111-1111-1111-111111111111} \
 	ENTRA_CLIENT_ID=$${ENTRA_CLIENT_ID:-22222222-2222-2222-2222-222222222222} \
 	SAMPLE_FINANCE_GROUP_ID=$${SAMPLE_FINANCE_GROUP_ID:-33333333-3333-3333-3333-333333333333} \
 	ENTRA_AUTH_CONTEXTS=$${ENTRA_AUTH_CONTEXTS:-'{"approve-payment":"c1"}'} \

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from fastapi import Body, Depends, FastAPI, Response, Security, WebSocket
+from starlette.requests import HTTPConnection
 
 from entra_guard import (
     AuthError,
@@ -60,7 +61,7 @@ admin = require_roles("Admin")
 class _Unconfigured(Guard):
     """/finance when SAMPLE_FINANCE_GROUP_ID is not set: nobody gets in."""
 
-    async def check(self, principal: Principal, scope: object) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         raise AuthError("missing_group", "SAMPLE_FINANCE_GROUP_ID is not configured")
 
 

@@ -12,12 +12,16 @@ Graph.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import secrets
+import sys
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import httpx
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field, SecretStr
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +30,66 @@ from entra_guard.testing import FakeEntraID, FakeGraph
 
 #: Overage users remembered by the dev Graph (oldest forgotten first).
 MAX_DEV_MEMBERSHIPS = 10_000
+
+
+#: uvicorn's own default for ``--host``.
+UVICORN_DEFAULT_HOST = "127.0.0.1"
+
+
+def is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def cli_bind_host(argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """The address uvicorn's command line binds: ``--host X`` / ``--host=X``, else
+    ``UVICORN_HOST``, else uvicorn's default (loopback)."""
+    for i, arg in enumerate(argv):
+        if arg == "--host" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--host="):
+            return arg.partition("=")[2]
+    return environ.get("UVICORN_HOST") or UVICORN_DEFAULT_HOST
+
+
+def require_loopback_bind(argv: Sequence[str], environ: Mapping[str, str]) -> None:
+    """Refuse to start dev mode when the server will listen beyond this machine.
+
+    The app cannot see uvicorn's socket before it binds (the lifespan runs first),
+    so this reads the same command line and environment uvicorn reads. Servers
+    started any other way are covered by ``loopback_only``, request by request.
+    """
+    host = cli_bind_host(argv, environ)
+    if not is_loopback(host):
+        raise RuntimeError(
+            f"ENTRA_DEV_MODE refuses to start on a non-loopback address ({host!r}): anyone "
+            "who can reach the port could mint tokens at /_dev/token. Bind 127.0.0.1 "
+            "(or ::1), or turn dev mode off."
+        )
+
+
+async def loopback_only(request: Request) -> None:
+    """Serve /_dev/* only to this machine: a loopback client on a loopback address.
+
+    Belt and braces with ``require_loopback_bind``: a connection that arrived on
+    a non-loopback address (``scope["server"]``) proves the server listens beyond
+    this machine, and a non-loopback client (``scope["client"]``, which uvicorn sets
+    from ``X-Forwarded-For`` only for trusted proxies) is not the developer.
+    """
+    client = request.scope.get("client")
+    server = request.scope.get("server")
+    if not (client and is_loopback(client[0]) and server and is_loopback(server[0])):
+        raise HTTPException(
+            403,
+            "The dev token issuer only answers loopback clients on a loopback address "
+            "(127.0.0.1 / ::1).",
+        )
 
 
 class DevTokenRequest(BaseModel):
@@ -58,6 +122,7 @@ class DevIssuer:
     """
 
     def __init__(self, settings: EntraSettings) -> None:
+        require_loopback_bind(sys.argv, os.environ)
         if settings.client_secret is None:
             settings = settings.model_copy(
                 update={"client_secret": SecretStr(secrets.token_urlsafe(24))}
@@ -69,7 +134,7 @@ class DevIssuer:
         self.idp.confidential_clients[settings.client_id] = secret
         self.graph = FakeGraph(self.idp)
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._dispatch))
-        self.router = APIRouter(prefix="/_dev", tags=["dev"])
+        self.router = APIRouter(prefix="/_dev", tags=["dev"], dependencies=[Depends(loopback_only)])
         self.router.add_api_route(
             "/token", self.mint, methods=["POST"], response_model=DevTokenResponse
         )

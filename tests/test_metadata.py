@@ -99,7 +99,7 @@ def test_forced_refreshes_are_rate_limited(
     start_api: ApiFactory, fresh_idp: tuple[FakeEntraID, str], client: httpx.Client
 ) -> None:
     idp, url = fresh_idp
-    api = start_api(app=cold_app(idp.settings(url, min_refresh_interval=300)))
+    api = start_api(app=cold_app(idp.settings(url, min_refresh_interval=60)))
     assert client.get(f"{api}/me", headers=bearer(idp.token())).status_code == 200
     idp.rotate_keys()
     assert client.get(f"{api}/me", headers=bearer(idp.token())).status_code == 200

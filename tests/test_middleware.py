@@ -33,7 +33,7 @@ def build_app(settings: EntraSettings, **middleware: Any) -> FastAPI:
         }
 
     @app.get("/starlette-requires")
-    @requires("Items.Read")
+    @requires("scp:Items.Read")
     async def starlette_requires(request: Request) -> dict[str, str]:
         return {"ok": "yes"}
 
@@ -71,7 +71,7 @@ def test_request_user_and_auth_follow_starlette_conventions(
     assert body == {
         "authenticated": True,
         "display_name": "Ada Lovelace",
-        "credentials": ["Admin", "Items.Read"],
+        "credentials": ["role:Admin", "scp:Items.Read"],
     }
     anonymous = client.get(f"{app_url}/whoami", headers=bearer("bad")).json()
     assert anonymous["authenticated"] is False and anonymous["credentials"] == []

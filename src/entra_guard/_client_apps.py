@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from starlette.types import Scope
+from starlette.requests import HTTPConnection
 
 from ._errors import AuthError
 from ._guards import Guard
@@ -29,7 +29,7 @@ class ClientAppsGuard(Guard):
         self.app_ids = frozenset(a.lower() for a in app_ids)
         self._listed = app_ids
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if principal.app_id is None or principal.app_id.lower() not in self.app_ids:
             raise AuthError("client_not_allowed", "The calling application may not use this route")
 

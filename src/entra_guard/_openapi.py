@@ -136,7 +136,9 @@ def _patch(
         if not route.include_in_schema:
             continue
         # EntraRoute keeps its route-level guards out of the dependency graph.
-        guards = [*getattr(original, "entra_guards", ()), *route_guards(route.dependant)]
+        guards = list(
+            dict.fromkeys([*getattr(original, "entra_guards", ()), *route_guards(route.dependant)])
+        )
         if not guards:
             continue
         alternatives = all_of(*guards).scope_alternatives()

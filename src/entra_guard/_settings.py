@@ -156,7 +156,10 @@ class EntraSettings(BaseSettings):
         default=86400.0, ge=60, description="Background refresh of discovery and keys, s."
     )
     min_refresh_interval: float = Field(
-        default=300.0, ge=0, description="Least time between unknown-`kid` JWKS refreshes, s."
+        default=30.0,
+        ge=0,
+        le=60,
+        description="Least time between unknown-`kid` JWKS refreshes, s (at most 60).",
     )
     token_cache_size: int = Field(
         default=4096, ge=0, description="Verified-token cache entries (0 disables it)."

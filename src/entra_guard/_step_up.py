@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.types import Scope
+from starlette.requests import HTTPConnection
 
 from ._auth import EntraAuth
 from ._errors import AuthError
@@ -108,8 +108,8 @@ class AuthContextGuard(Guard):
         """Start-up check (run by ``EntraAuthMiddleware``): every name is mapped."""
         self.resolve(settings)
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
-        auth = scope.get(AUTH_KEY)
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+        auth = connection.scope.get(AUTH_KEY)
         if auth is None:
             raise RuntimeError("require_auth_context needs EntraAuthMiddleware")
         try:

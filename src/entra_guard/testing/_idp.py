@@ -35,7 +35,6 @@ DEFAULT_CLIENT_ID = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
 DEFAULT_CLIENT_APP_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 V2_ISSUER = "https://login.microsoftonline.com/{tenantid}/v2.0"
 V1_ISSUER = "https://sts.windows.net/{tenantid}/"
-_DELETE = object()
 
 
 class RsaSigner:
@@ -233,7 +232,7 @@ class FakeEntraID:
         elif groups is not None:
             claims["groups"] = list(groups)
         for name, value in extra.items():
-            if value is None or value is _DELETE:
+            if value is None:
                 claims.pop(name, None)
             else:
                 claims[name] = value
