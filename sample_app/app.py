@@ -77,7 +77,7 @@ class _Refuse(Guard):
         self.code: ErrorCode = code
         self.detail = detail
 
-    async def check(self, principal: Principal, scope: object) -> None:
+    async def check(self, principal: Principal, connection: object) -> None:
         raise AuthError(self.code, self.detail)
 
 

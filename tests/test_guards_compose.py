@@ -48,7 +48,7 @@ GUARD_THREADS: set[int] = set()
 class ThreadProbe(Guard):
     """Records the thread a guard runs in (must be the event loop's, never a pool)."""
 
-    async def check(self, principal: Principal, scope: Any) -> None:
+    async def check(self, principal: Principal, connection: Any) -> None:
         GUARD_THREADS.add(threading.get_ident())
 
 
