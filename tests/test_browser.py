@@ -1,0 +1,159 @@
+"""Sign in from Swagger UI in a real headless Chromium, with no tenant (README "Quick start").
+
+The sample app runs in dev mode under uvicorn on 127.0.0.1; Debian's
+``chromium`` is driven by Playwright (``executable_path``: no browser build
+is ever downloaded). Chromium is installed with apt when missing and we are
+root; where it cannot be, the test is skipped with the reason.
+``SAVE_SCREENSHOTS=1`` writes docs/signin.png and docs/try-it-out.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from entra_guard import EntraSettings
+from entra_guard.testing import LiveServer
+from sample_app.app import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FINANCE = "33333333-3333-3333-3333-333333333333"
+
+
+def _chromium() -> str:
+    """Debian's Chromium, installed with apt (once) when missing; else a visible skip."""
+    found = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("Chromium is missing and cannot be installed here (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            pytest.skip(
+                f"Chromium could not be installed ({' '.join(command)}): {done.stderr[-300:]}"
+            )
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("apt-get installed chromium but /usr/bin/chromium is absent")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+    )
+    executable = _chromium()
+    with (
+        tempfile.TemporaryDirectory(prefix="entra-guard-chromium-") as profile,
+        sync_api.sync_playwright() as playwright,
+    ):
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1100, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def dev_app_url() -> Iterator[str]:
+    settings = EntraSettings(
+        tenant_id="11111111-1111-1111-1111-111111111111",
+        client_id="22222222-2222-2222-2222-222222222222",
+    )
+    app = create_app(settings, dev_mode=True, finance_group_id=FINANCE)
+    with LiveServer(app) as server:
+        yield server.url
+
+
+def _screenshot(page: Any, name: str, tmp_path: Path) -> Path:
+    target = DOCS / name if os.environ.get("SAVE_SCREENSHOTS") == "1" else tmp_path / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target), full_page=False)
+    return target
+
+
+def _try_it_out(page: Any, operation_id: str) -> dict[str, Any]:
+    """Expand an operation, Try it out, Execute; the JSON body Swagger UI received."""
+    block = page.locator(f"#operations-default-{operation_id}")
+    block.locator(".opblock-summary").first.click()
+    block.get_by_role("button", name="Try it out").click()
+    block.get_by_role("button", name="Execute").click()
+    status = block.locator(".live-responses-table .response .response-col_status").first
+    status.wait_for(timeout=10_000)
+    assert status.inner_text().strip() == "200", block.locator(".live-responses-table").inner_text()
+    body = block.locator(".live-responses-table .response-col_description pre").first
+    result: dict[str, Any] = json.loads(body.inner_text())
+    return result
+
+
+def test_sign_in_from_swagger_ui_and_call_me_and_items(
+    browser: Any, dev_app_url: str, tmp_path: Path
+) -> None:
+    browser.set_default_timeout(10_000)
+    page = browser.new_page()
+    offline: list[str] = []
+    page.on(
+        "request",
+        lambda r: offline.append(r.url) if not r.url.startswith(dev_app_url) else None,
+    )
+    page.goto(f"{dev_app_url}/docs")
+    page.locator("button.authorize").first.click()
+    dialog = page.locator(".modal-ux")
+    # Pre-configured: the dev public client and the API's scopes, ticked.
+    assert dialog.locator("#client_id_authorizationCode").input_value() != ""
+    assert dialog.locator("input[type=checkbox]:checked").count() >= 1
+    with page.expect_popup() as popup_info:
+        dialog.locator("button.authorize").first.click()
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    assert popup.title() == "Sign in (fake Entra ID)"
+    assert popup.get_by_label("Items.Read", exact=True).is_checked()
+    popup.get_by_label("Grace Hopper (grace@contoso.example)").check()
+    popup.get_by_label("Admin", exact=True).check()
+    popup.get_by_label(FINANCE, exact=False).check()
+    _screenshot(popup, "signin.png", tmp_path)
+    with popup.expect_event("close"):
+        popup.get_by_role("button", name="Sign in").click()
+    dialog.locator("button", has_text="Logout").wait_for()  # signed in, token redeemed
+    dialog.locator("button", has_text="Close").click()
+
+    me = _try_it_out(page, "me_me_get")
+    assert me["name"] == "Grace Hopper"
+    assert me["preferred_username"] == "grace@contoso.example"
+    assert "Items.Read" in me["scopes"]
+    assert me["roles"] == ["Admin"]
+    assert me["groups"] == [FINANCE]
+    items = _try_it_out(page, "list_items_items_get")
+    assert items["items"] == [{"id": 1, "name": "apple"}]
+    page.locator("#operations-default-list_items_items_get").scroll_into_view_if_needed()
+    _screenshot(page, "try-it-out.png", tmp_path)
+    admin = _try_it_out(page, "admin_area_admin_get")
+    assert admin == {"area": "admin"}
+    assert offline == [], f"/docs fetched from outside the app: {offline}"
