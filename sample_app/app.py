@@ -127,6 +127,7 @@ def create_app(
     app.add_middleware(EntraAuthMiddleware, auth=auth)
     app.state.auth = auth
     app.state.metrics = metrics
+    app.state.dev_issuer = dev_issuer
     # Sign in from /docs: at the tenant, or in dev mode at the app's own dev issuer.
     setup_openapi(app, auth, **(dev_issuer.openapi_urls if dev_issuer else {}))
     serve_swagger_ui(app)  # Swagger UI's files from this app: /docs works offline

@@ -17,7 +17,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from entra_guard import EntraSettings
@@ -37,6 +39,7 @@ FLAGS = [
     "--disable-sync",
 ]
 FINANCE = "33333333-3333-3333-3333-333333333333"
+DEV_CLIENT = "d0c5d0c5-0000-4000-8000-00000000d0c5"
 
 
 def _chromium() -> str:
@@ -157,3 +160,49 @@ def test_sign_in_from_swagger_ui_and_call_me_and_items(
     admin = _try_it_out(page, "admin_area_admin_get")
     assert admin == {"area": "admin"}
     assert offline == [], f"/docs fetched from outside the app: {offline}"
+
+
+def test_wrong_redirect_uri_missing_verifier_and_replayed_code_are_refused(
+    dev_app_url: str,
+) -> None:
+    """The same server over real HTTP, no browser needed: what a hostile page could try.
+
+    Sync on purpose: Playwright's sync API holds an event loop in this thread."""
+    from tests.test_authorize import REDIRECT, as_form, authorize_query, pkce
+
+    sign_in_url = "/_dev/oauth2/v2.0"
+
+    def code_for(client: httpx.Client) -> tuple[str, str]:
+        verifier, challenge = pkce()
+        query = authorize_query(challenge)
+        answer = client.post(f"{sign_in_url}/authorize", **as_form(query, scp="Items.Read"))
+        assert answer.status_code == 303
+        return parse_qs(urlsplit(answer.headers["location"]).query)["code"][0], verifier
+
+    def redeem(client: httpx.Client, code: str, verifier: str | None) -> httpx.Response:
+        form = {"grant_type": "authorization_code", "client_id": DEV_CLIENT, "code": code}
+        form["redirect_uri"] = REDIRECT
+        if verifier is not None:
+            form["code_verifier"] = verifier
+        return client.post(f"{sign_in_url}/token", data=form)
+
+    with httpx.Client(base_url=dev_app_url, timeout=10) as client:
+        _, challenge = pkce()
+        query = authorize_query(challenge, redirect_uri="http://127.0.0.1:1/elsewhere")
+        wrong = client.get(f"{sign_in_url}/authorize", params=query)
+        assert wrong.status_code == 400 and "location" not in wrong.headers
+        posted = client.post(f"{sign_in_url}/authorize", **as_form(query))
+        assert posted.status_code == 400 and "location" not in posted.headers
+
+        code, _ = code_for(client)
+        missing = redeem(client, code, None)
+        assert (missing.status_code, missing.json()["error"]) == (400, "invalid_grant")
+
+        code, verifier = code_for(client)
+        first = redeem(client, code, verifier)
+        assert first.status_code == 200
+        bearer = {"Authorization": f"Bearer {first.json()['access_token']}"}
+        assert client.get("/items", headers=bearer).status_code == 200
+        replayed = redeem(client, code, verifier)
+        assert (replayed.status_code, replayed.json()["error"]) == (400, "invalid_grant")
+        assert "already redeemed" in replayed.json()["error_description"]

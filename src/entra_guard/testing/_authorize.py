@@ -143,17 +143,16 @@ class AuthorizationServer:
         for group_id, label in labels.items():
             self.groups.setdefault(group_id, label)
 
-    def routes(self, prefix: str = "/{tenant}/oauth2/v2.0") -> list[Route]:
-        """The browser-facing endpoints: ``{prefix}/authorize`` and ``{prefix}/token``."""
-        return [
-            Route(f"{prefix}/authorize", self.authorize, methods=["GET", "POST"]),
-            Route(f"{prefix}/token", self.token, methods=["POST", "OPTIONS"]),
-        ]
-
     def browser_app(self) -> Starlette:
-        """``/authorize`` and ``/token`` for the fake's own tenant, to mount inside an app
-        (dev mode: the API serves its own sign-in, e.g. at ``/_dev/oauth2/v2.0``)."""
-        return Starlette(routes=self.routes(prefix=""))
+        """``/authorize`` and ``/token`` (code and refresh grants only) for the fake's own
+        tenant, to mount inside an app: in dev mode the API serves its own sign-in, e.g.
+        at ``/_dev/oauth2/v2.0``, while the fake itself stays in-process."""
+        return Starlette(
+            routes=[
+                Route("/authorize", self.authorize, methods=["GET", "POST"]),
+                Route("/token", self.token, methods=["POST", "OPTIONS"]),
+            ]
+        )
 
     # -- authorization endpoint ------------------------------------------------------
 

@@ -125,7 +125,11 @@ class FakeEntraID:
         self.authorization = AuthorizationServer(self)
         self.app = Starlette(
             routes=[
-                *self.authorization.routes(),
+                Route(
+                    "/{tenant}/oauth2/v2.0/authorize",
+                    self.authorization.authorize,
+                    methods=["GET", "POST"],
+                ),
                 Route("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery_v2),
                 Route("/{tenant}/.well-known/openid-configuration", self._discovery_v1),
                 Route("/{tenant}/discovery/v2.0/keys", self._jwks),
