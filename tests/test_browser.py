@@ -14,7 +14,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -160,6 +161,58 @@ def test_sign_in_from_swagger_ui_and_call_me_and_items(
     admin = _try_it_out(page, "admin_area_admin_get")
     assert admin == {"area": "admin"}
     assert offline == [], f"/docs fetched from outside the app: {offline}"
+
+
+def test_recipe_browser_test_of_your_own_api(browser: Any) -> None:
+    """README "Browser tests of your own API": your app, the fake on its own port
+    (so Swagger UI redeems the code cross-origin, as with the real Entra ID)."""
+    from fastapi import Depends, FastAPI
+
+    from entra_guard import (
+        EntraAuth,
+        EntraAuthMiddleware,
+        Principal,
+        require_scopes,
+        serve_swagger_ui,
+        setup_openapi,
+    )
+    from entra_guard.testing import FakeEntraID
+
+    idp = FakeEntraID()
+    idp.authorization.register_client("my-spa", ["http://127.0.0.1/docs/oauth2-redirect"])
+    with LiveServer(idp.app) as fake:
+        auth = EntraAuth(idp.settings(fake.url, public_client_id="my-spa"))
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            yield
+            await auth.aclose()
+
+        app = FastAPI(lifespan=lifespan)
+        app.add_middleware(EntraAuthMiddleware, auth=auth)
+        setup_openapi(app, auth)
+        serve_swagger_ui(app)
+
+        @app.get("/items")
+        async def items(user: Principal = Depends(require_scopes("Items.Read"))) -> Any:
+            return {"caller": user.name}
+
+        with LiveServer(app) as api:
+            page = browser.new_page()
+            page.goto(f"{api.url}/docs")
+            page.locator("button.authorize").first.click()
+            dialog = page.locator(".modal-ux")
+            dialog.get_by_text("select all").click()  # api://.../Items.Read
+            with page.expect_popup() as popup_info:
+                dialog.locator("button.authorize").first.click()
+            popup = popup_info.value
+            with popup.expect_event("close"):
+                popup.get_by_role("button", name="Sign in").click()
+            dialog.locator("button", has_text="Logout").wait_for()
+            dialog.locator("button", has_text="Close").click()
+            assert _try_it_out(page, "items_items_get") == {"caller": "Ada Lovelace"}
+            page.close()
+    assert idp.authorization.refusals == 0
 
 
 def test_wrong_redirect_uri_missing_verifier_and_replayed_code_are_refused(
