@@ -98,7 +98,8 @@ def create_app(
 
         logger.warning(
             "ENTRA_DEV_MODE is on: this app serves a local token issuer at /_dev/token and "
-            "accepts its tokens. Never enable this in production."
+            "/_dev/oauth2/v2.0 (sign-in from /docs) and accepts its tokens. "
+            "Never enable this in production."
         )
         dev_issuer = DevIssuer(settings, guards=[read_items, write_items, admin, finance])
         http_client = dev_issuer.client

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -39,6 +39,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Ceiling, not budget (the tests take seconds): a fresh machine first installs Chromium with apt.
+pytestmark = pytest.mark.timeout(900)
 FINANCE = "33333333-3333-3333-3333-333333333333"
 DEV_CLIENT = "d0c5d0c5-0000-4000-8000-00000000d0c5"
 
@@ -194,7 +196,7 @@ def test_recipe_browser_test_of_your_own_api(browser: Any) -> None:
         serve_swagger_ui(app)
 
         @app.get("/items")
-        async def items(user: Principal = Depends(require_scopes("Items.Read"))) -> Any:
+        async def items(user: Annotated[Principal, Depends(require_scopes("Items.Read"))]) -> Any:
             return {"caller": user.name}
 
         with LiveServer(app) as api:
