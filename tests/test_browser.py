@@ -22,9 +22,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from fastapi import Depends, FastAPI
 
-from entra_guard import EntraSettings
-from entra_guard.testing import LiveServer
+from entra_guard import (
+    EntraAuth,
+    EntraAuthMiddleware,
+    EntraSettings,
+    Principal,
+    require_scopes,
+    serve_swagger_ui,
+    setup_openapi,
+)
+from entra_guard.testing import FakeEntraID, LiveServer
 from sample_app.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -81,6 +90,7 @@ def browser() -> Iterator[Any]:
             args=FLAGS,
             viewport={"width": 1100, "height": 900},
         )
+        context.set_default_timeout(10_000)
         try:
             yield context
         finally:
@@ -122,7 +132,6 @@ def _try_it_out(page: Any, operation_id: str) -> dict[str, Any]:
 def test_sign_in_from_swagger_ui_and_call_me_and_items(
     browser: Any, dev_app_url: str, tmp_path: Path
 ) -> None:
-    browser.set_default_timeout(10_000)
     page = browser.new_page()
     offline: list[str] = []
     page.on(
@@ -168,18 +177,6 @@ def test_sign_in_from_swagger_ui_and_call_me_and_items(
 def test_recipe_browser_test_of_your_own_api(browser: Any) -> None:
     """README "Browser tests of your own API": your app, the fake on its own port
     (so Swagger UI redeems the code cross-origin, as with the real Entra ID)."""
-    from fastapi import Depends, FastAPI
-
-    from entra_guard import (
-        EntraAuth,
-        EntraAuthMiddleware,
-        Principal,
-        require_scopes,
-        serve_swagger_ui,
-        setup_openapi,
-    )
-    from entra_guard.testing import FakeEntraID
-
     idp = FakeEntraID()
     idp.authorization.register_client("my-spa", ["http://127.0.0.1/docs/oauth2-redirect"])
     with LiveServer(idp.app) as fake:
