@@ -1,4 +1,5 @@
-"""A fake Microsoft Entra ID: discovery (v1 + v2), JWKS, client credentials, token factory.
+"""A fake Microsoft Entra ID: discovery (v1 + v2), JWKS, client credentials, token factory,
+and a browser sign-in (authorization code + PKCE, in ``_authorize``).
 
 It serves the same documents and mints the same token shapes as Entra ID, so
 an API under test runs its real validation path over real HTTP. Counters and
