@@ -45,6 +45,7 @@ from entra_guard import (
     require_roles,
     require_scopes,
     require_scopes_or_app_roles,
+    serve_swagger_ui,
     setup_openapi,
 )
 
@@ -131,19 +132,22 @@ def create_app(
     if dev_mode is None:
         dev_mode = dev_mode_from_env()
     dev_issuer = None
+    finance = finance_guard(finance_group_id)
+    approve_payments = payments_guard(settings)
+    reports = reports_guard(reports_client_apps)
     if dev_mode and http_client is None:
         from .dev import DevIssuer
 
         logger.warning(
             "ENTRA_DEV_MODE is on: this app serves a local token issuer at /_dev/token and "
-            "accepts its tokens. Never enable this in production."
+            "/_dev/oauth2/v2.0 (sign-in from /docs) and accepts its tokens. "
+            "Never enable this in production."
         )
-        dev_issuer = DevIssuer(settings)
+        dev_issuer = DevIssuer(
+            settings, guards=[read_items, write_items, admin, finance, approve_payments, reports]
+        )
         http_client = dev_issuer.client
         settings = dev_issuer.settings  # with the dev Graph's client secret
-    finance = finance_guard(finance_group_id)
-    approve_payments = payments_guard(settings)
-    reports = reports_guard(reports_client_apps)
     metrics = prometheus_observer()
     auth = EntraAuth(settings, http_client=http_client, observer=metrics)
 
@@ -157,16 +161,24 @@ def create_app(
             if dev_issuer is not None:
                 await dev_issuer.client.aclose()
 
-    app = FastAPI(title="entra-guard sample API", lifespan=lifespan)
+    app = FastAPI(
+        title="entra-guard sample API",
+        lifespan=lifespan,
+        swagger_ui_init_oauth=dev_issuer.swagger_init_oauth if dev_issuer else None,
+    )
     # Route-level guards (``dependencies=[...]``) are awaited directly, not resolved by
     # FastAPI's dependency machinery: same refusals, several µs less per request.
     app.router.route_class = EntraRoute
     app.add_middleware(EntraAuthMiddleware, auth=auth)
     app.state.auth = auth
     app.state.metrics = metrics
-    setup_openapi(app, auth)
+    app.state.dev_issuer = dev_issuer
+    # Sign in from /docs: at the tenant, or in dev mode at the app's own dev issuer.
+    setup_openapi(app, auth, **(dev_issuer.openapi_urls if dev_issuer else {}))
+    serve_swagger_ui(app)  # Swagger UI's files from this app: /docs works offline
     if dev_issuer is not None:
         app.include_router(dev_issuer.router)
+        app.mount(dev_issuer.sign_in_prefix, dev_issuer.sign_in)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -36,6 +36,7 @@ PUBLIC = {
     "require_scopes",
     "require_scopes_or_app_roles",
     "require_tenants",
+    "serve_swagger_ui",
     "setup_openapi",
 }
 
@@ -45,10 +46,12 @@ TESTING = {
     "DEFAULT_TENANT_ID",
     "V1_ISSUER",
     "V2_ISSUER",
+    "AuthorizationServer",
     "FakeEntraID",
     "FakeGraph",
     "FakeKey",
     "LiveServer",
+    "SignInUser",
     "sign_token",
 }
 

@@ -735,7 +735,8 @@ async def test_sample_without_the_mapping_refuses_everyone() -> None:
     app = create_app(dev_settings(auth_contexts={}), dev_mode=True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=API_URL) as client:
+        # The dev issuer answers loopback only (README "Security model").
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             token = await dev_token(client, acrs=["c1"], client_capabilities=["cp1"])
             response = await client.post("/payments/approve", headers=bearer(token))
     assert_refused(response, 403, "auth_context_required")

@@ -7,6 +7,7 @@ modules are implementation and may change in any release.
 
 from ._auth import EntraAuth
 from ._client_apps import require_client_apps
+from ._docs_assets import serve_swagger_ui
 from ._errors import STATUS_BY_CODE, AuthError, ErrorCode
 from ._guards import (
     SCHEME_NAME,
@@ -59,6 +60,7 @@ __all__ = [
     "require_scopes",
     "require_scopes_or_app_roles",
     "require_tenants",
+    "serve_swagger_ui",
     "setup_openapi",
 ]
 

@@ -103,6 +103,12 @@ class Guard(SecurityBase):
         """Short scope names that satisfy the guard, as alternatives (for OpenAPI)."""
         return [_NO_SCOPES]
 
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        """Claim values this guard (or a part of it) accepts, by claim name (``scp``,
+        ``roles``, ``groups``, ``tid``, ``wids``): for tools that mint or offer tokens,
+        such as a dev sign-in page. Never used to decide."""
+        return {}
+
     def __and__(self, other: Guard) -> Guard:
         return all_of(self, other)
 
@@ -145,6 +151,9 @@ class _Scopes(Guard):
     def scope_alternatives(self) -> list[frozenset[str]]:
         return [frozenset({s}) for s in self._listed]
 
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {"scp": frozenset(self._listed)}
+
     def __repr__(self) -> str:
         return f"require_scopes{self._listed!r}"
 
@@ -173,6 +182,7 @@ class _Membership(Guard):
         wanted: tuple[str, ...],
         held: Callable[[Principal], frozenset[str]],
         *,
+        claim: str,
         guids: bool,
         code: ErrorCode,
         detail: str,
@@ -181,12 +191,16 @@ class _Membership(Guard):
         self._listed = wanted
         self.wanted = frozenset(w.lower() for w in wanted) if guids else frozenset(wanted)
         self._held = held
+        self._claim = claim
         self._code: ErrorCode = code
         self._detail = detail
 
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if self.wanted.isdisjoint(self._held(principal)):
             raise AuthError(self._code, self._detail)
+
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {self._claim: frozenset(self._listed)}
 
     def __repr__(self) -> str:
         return f"{self._name}{self._listed!r}"
@@ -209,6 +223,7 @@ def require_roles(*roles: str) -> Guard:
         roles,
         "roles",
         held=_roles_of,
+        claim="roles",
         guids=False,
         code="missing_role",
         detail="This route needs one of the app roles: {names}",
@@ -256,6 +271,9 @@ class _ScopesOrAppRoles(Guard):
     def scope_alternatives(self) -> list[frozenset[str]]:
         return [frozenset({s}) for s in self._scopes] or [_NO_SCOPES]
 
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {"scp": frozenset(self._scopes), "roles": frozenset(self._roles)}
+
     def __repr__(self) -> str:
         return f"require_scopes_or_app_roles(scopes={self._scopes!r}, app_roles={self._roles!r})"
 
@@ -278,6 +296,9 @@ class _Groups(Guard):
             raise ValueError("require_groups needs at least one group object id")
         self.groups = frozenset(g.lower() for g in groups)
         self._listed = groups
+
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {"groups": self.groups}
 
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if not self.groups.isdisjoint(principal.groups):  # both lower-cased
@@ -313,6 +334,7 @@ def require_tenants(*tenant_ids: str) -> Guard:
         tenant_ids,
         "tenant_ids",
         held=_tenant_of,
+        claim="tid",
         guids=True,
         code="tenant_not_allowed",
         detail="The caller's tenant may not use this route",
@@ -330,6 +352,7 @@ def require_directory_roles(*role_template_ids: str) -> Guard:
         role_template_ids,
         "role_template_ids",
         held=_wids_of,
+        claim="wids",
         guids=True,
         code="missing_role",
         detail="The caller does not hold a directory role this needs",
@@ -388,6 +411,9 @@ class _AllOf(Guard):
                 combos = [frozenset().union(*combos)]
         return combos
 
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return _merged_claims(self.guards)
+
     def __repr__(self) -> str:
         return f"all_of{self.guards!r}"
 
@@ -421,8 +447,19 @@ class _AnyOf(Guard):
             combos = [frozenset().union(*combos)]
         return combos
 
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return _merged_claims(self.guards)
+
     def __repr__(self) -> str:
         return f"any_of{self.guards!r}"
+
+
+def _merged_claims(guards: Iterable[Guard]) -> dict[str, frozenset[str]]:
+    merged: dict[str, frozenset[str]] = {}
+    for guard in guards:
+        for claim, values in guard.accepted_claims().items():
+            merged[claim] = merged.get(claim, frozenset()) | values
+    return merged
 
 
 def _guards(guards: tuple[Guard, ...], kind: type[Guard]) -> tuple[Guard, ...]:

@@ -1,4 +1,5 @@
-"""A fake Microsoft Entra ID: discovery (v1 + v2), JWKS, client credentials, token factory.
+"""A fake Microsoft Entra ID: discovery (v1 + v2), JWKS, client credentials, token factory,
+and a browser sign-in (authorization code + PKCE, in ``_authorize``).
 
 It serves the same documents and mints the same token shapes as Entra ID, so
 an API under test runs its real validation path over real HTTP. Counters and
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 from .._crypto import b64url_encode
 from .._settings import EntraSettings
+from ._authorize import AuthorizationServer
 
 DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 DEFAULT_CLIENT_ID = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -119,13 +121,20 @@ class FakeEntraID:
         self.issued_app_tokens: dict[str, tuple[str, str, float]] = {}
         self.app_token_lifetime = 3600
         self._lock = threading.Lock()
+        #: Sign-in for browsers (README "Browser tests of your own API").
+        self.authorization = AuthorizationServer(self)
         self.app = Starlette(
             routes=[
+                Route(
+                    "/{tenant}/oauth2/v2.0/authorize",
+                    self.authorization.authorize,
+                    methods=["GET", "POST"],
+                ),
                 Route("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery_v2),
                 Route("/{tenant}/.well-known/openid-configuration", self._discovery_v1),
                 Route("/{tenant}/discovery/v2.0/keys", self._jwks),
                 Route("/{tenant}/discovery/keys", self._jwks),
-                Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
+                Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST", "OPTIONS"]),
             ]
         )
 
@@ -349,14 +358,25 @@ class FakeEntraID:
         return await self._injected(request) or JSONResponse(self.jwks())
 
     async def _token(self, request: Request) -> Response:
+        """The token endpoint: one function per ``grant_type``."""
+        if request.method == "OPTIONS":  # a browser's CORS preflight (sign-in)
+            return await self.authorization.token(request)
         injected = await self._injected(request)
         if injected is not None:
             return injected
         # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency.
         form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
+        grant_type = form.get("grant_type")
+        if grant_type == "client_credentials":
+            return await self._client_credentials(request, form)
+        if grant_type == "authorization_code":
+            return await self.authorization.authorization_code_grant(request, form)
+        if grant_type == "refresh_token":
+            return await self.authorization.refresh_token_grant(request, form)
+        return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+
+    async def _client_credentials(self, request: Request, form: dict[str, str]) -> Response:
         client_id, secret = form.get("client_id"), form.get("client_secret")
-        if form.get("grant_type") != "client_credentials":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         if not isinstance(client_id, str) or self.confidential_clients.get(client_id) != secret:
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         scope = str(form.get("scope", ""))
