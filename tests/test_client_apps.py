@@ -155,7 +155,9 @@ async def test_sample_reports_route() -> None:
     app = create_app(dev_settings(), dev_mode=True, reports_client_apps=[SPA])
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as client,
     ):
         listed = await dev_token(client, app_id=SPA)
         response = await client.get("/reports", headers=bearer(listed))
@@ -173,7 +175,9 @@ async def test_sample_reports_unconfigured_refuses_everyone(
     app = create_app(dev_settings(), dev_mode=True)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as client,
     ):
         token = await dev_token(client, app_id=DEFAULT_CLIENT_APP_ID)
         assert_refused(
@@ -186,7 +190,9 @@ async def test_sample_reports_from_the_environment(monkeypatch: pytest.MonkeyPat
     app = create_app(dev_settings(), dev_mode=True)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as client,
     ):
         token = await dev_token(client, app_id=SPA)
         assert (await client.get("/reports", headers=bearer(token))).status_code == 200
