@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -163,16 +164,20 @@ async def test_no_kid_with_a_json_payload_is_still_unknown_key(
 # -- issue 8 #5: the clock is read at call time -----------------------------------------------
 
 
+def _at(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
 async def test_freezegun_moves_the_library_clock(idp: FakeEntraID) -> None:
     token = idp.token(expires_in=3600)
     async with in_process_auth(idp) as engine:
         await engine.authenticate(token)  # fresh, then cached
         await engine.authenticate(token)
-        with freezegun.freeze_time(time.time() + 3600 + 301 + 5):
+        with freezegun.freeze_time(_at(time.time() + 3600 + 301 + 5)):
             error = await refused(engine, token)
     assert error.code == "token_expired"
     async with in_process_auth(idp) as engine:
-        with freezegun.freeze_time(time.time() - 3600):  # before nbf - skew
+        with freezegun.freeze_time(_at(time.time() - 3600)):  # before nbf - skew
             error = await refused(engine, token)
     assert error.code == "token_not_yet_valid"
 
