@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import freezegun
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from entra_guard import AuthError, EntraAuth, Principal, require_principal
 from entra_guard._crypto import b64url_encode
@@ -196,8 +196,9 @@ CALLER_APP = "99999999-9999-9999-9999-999999999999"  # FakeEntraID's default azp
 def _app(auth: EntraAuth) -> FastAPI:
     app = protected_app(auth)
 
-    @app.get("/me")
-    async def me(principal: Principal = Depends(require_principal)) -> dict[str, Any]:
+    @app.get("/me", dependencies=[Depends(require_principal)])
+    async def me(request: Request) -> dict[str, Any]:
+        principal: Principal = request.user
         return principal.to_dict()
 
     return app
@@ -212,9 +213,7 @@ async def _get(auth: EntraAuth, token: str) -> httpx.Response:
 @pytest.mark.parametrize("version", ["1.0", "2.0"])
 async def test_allowed_client_apps_refuses_other_apps(idp: FakeEntraID, version: str) -> None:
     token = idp.token(version=version)
-    claims = json.loads(
-        __import__("base64").urlsafe_b64decode(token.split(".")[1] + "==").decode()
-    )
+    claims = json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[1] + "==").decode())
     caller = claims.get("azp") or claims.get("appid")
     async with in_process_auth(idp, allowed_client_apps=[caller]) as engine:
         assert (await _get(engine, token)).status_code == 200

@@ -114,7 +114,9 @@ def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
     try:
         raw = b64url_decode(segment)
     except NonCanonicalBase64 as exc:
-        raise _malformed(f"The token {what} is not canonical base64url", "non_canonical_base64") from exc
+        raise _malformed(
+            f"The token {what} is not canonical base64url", "non_canonical_base64"
+        ) from exc
     except ValueError as exc:
         raise _malformed(f"The token {what} is not base64url-encoded JSON", "not_base64") from exc
     try:
@@ -290,7 +292,9 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
         )
     ver = claims.get("ver")
     if ver is not None and ver != version:
-        raise AuthError("invalid_issuer", "The token's 'ver' does not match its issuer", reason="ver")
+        raise AuthError(
+            "invalid_issuer", "The token's 'ver' does not match its issuer", reason="ver"
+        )
     key = ctx.key  # None only when the inspector replays past a failed key rule
     if key is not None and key.issuer is not None:
         # A key scoped to one tenant must not sign for another (Entra signing-key issuer rule).
@@ -346,7 +350,9 @@ def rule_allowed_client_app(v: TokenValidator, ctx: Context) -> None:
         return
     app = calling_app(ctx.claims)
     if not isinstance(app, str) or app.lower() not in v.allowed_client_apps:
-        raise AuthError("client_not_allowed", "The calling application is not allowed to use this API")
+        raise AuthError(
+            "client_not_allowed", "The calling application is not allowed to use this API"
+        )
 
 
 #: What a rule reads from the ``Context`` (the inspector skips a rule whose inputs are missing).
@@ -383,7 +389,9 @@ RULES: tuple[Rule, ...] = (
     Rule("issuer", ("invalid_issuer",), rule_issuer, needs=("claims", "metadata")),
     Rule("audience", ("invalid_audience",), rule_audience, needs=_CLAIMS),
     Rule(
-        "scopes_or_roles", ("missing_scope_or_role", "malformed_token"), rule_scopes_or_roles,
+        "scopes_or_roles",
+        ("missing_scope_or_role", "malformed_token"),
+        rule_scopes_or_roles,
         needs=_CLAIMS,
     ),
     Rule("allowed_tenant", ("tenant_not_allowed",), rule_allowed_tenant, needs=_CLAIMS),
