@@ -87,9 +87,17 @@ def oracle_accepts(
     """Must a token with this header and payload, signed by the tenant's key, pass?"""
     if len(token) > MAX_TOKEN or header.get("alg") != "RS256":
         return False
-    if "crit" in header or "enc" in header or header.get("kid") != idp.active_key.kid:
+    if "crit" in header or "enc" in header:
         return False
-    if "x5t" in header and not isinstance(header["x5t"], str):
+    kid, x5t = header.get("kid"), header.get("x5t")
+    if (kid is not None and not isinstance(kid, str)) or (
+        x5t is not None and not isinstance(x5t, str)
+    ):
+        return False
+    # the key is looked up by kid, else by x5t
+    if kid is not None and kid != idp.active_key.kid:
+        return False
+    if kid is None and (x5t is None or x5t != idp.active_key.public_jwk.get("x5t")):
         return False
     try:
         claims = json.loads(payload, object_pairs_hook=_no_dupes, parse_constant=_no_constant)

@@ -7,6 +7,7 @@ no terminal escape sequence reaches the screen.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -26,6 +27,8 @@ def iso(ts: Any) -> str:
 
 
 def _ago(delta: float) -> str:
+    if not math.isfinite(delta):  # an absurd exp/nbf (e.g. 1e400) is shown, not a crash
+        return "never"
     seconds = abs(int(delta))
     text = (
         f"{seconds}s"
