@@ -239,3 +239,58 @@ def test_allowed_client_apps_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("ENTRA_ALLOWED_CLIENT_APPS", f"{CALLER_APP}, other-app")
     settings = EntraSettings(tenant_id="organizations", client_id="api")  # type: ignore[call-arg]
     assert settings.allowed_client_apps == [CALLER_APP, "other-app"]
+
+
+# -- the verified-token cache is bounded by bytes, not only by entries ------------------------
+
+
+def _deep_size(obj: object, seen: set[int] | None = None) -> int:
+    import sys
+    from types import MappingProxyType
+
+    from entra_guard._crypto import SigningKey
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, SigningKey):  # keys are shared by every entry
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict | MappingProxyType):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in dict(obj).items())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        size += sum(_deep_size(item, seen) for item in obj)
+    elif hasattr(type(obj), "__slots__"):
+        for cls in type(obj).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if hasattr(obj, name):
+                    size += _deep_size(getattr(obj, name), seen)
+    return size
+
+
+@pytest.mark.parametrize("groups", [0, 20, 200])
+async def test_cache_charges_at_least_what_an_entry_takes(idp: FakeEntraID, groups: int) -> None:
+    from entra_guard._token_cache import entry_cost
+
+    group_ids = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(groups)]
+    token = idp.token(idp.claims(groups=group_ids or None, given_name="Ada", ipaddr="203.0.113.4"))
+    async with in_process_auth(idp) as engine:
+        await engine.authenticate(token)
+        ((key, entry),) = engine._verified._data.items()
+        expires_at, cost, value = entry
+        assert cost == entry_cost(len(token))
+        assert _deep_size((key, (expires_at, value))) <= cost
+
+
+async def test_cache_is_bounded_by_bytes(idp: FakeEntraID) -> None:
+    from entra_guard._token_cache import BUDGET_BYTES_PER_ENTRY
+
+    many = [f"{i:08x}-0000-4000-8000-{i:012x}" for i in range(200)]
+    async with in_process_auth(idp, token_cache_size=10) as engine:
+        for _ in range(10):
+            await engine.authenticate(idp.token(groups=many))
+        cache = engine._verified
+        assert cache.total_bytes <= 10 * BUDGET_BYTES_PER_ENTRY
+        assert 1 <= len(cache) < 10  # large principals: the byte bound wins over the count
+        for _ in range(10):
+            await engine.authenticate(idp.token())
+        assert len(cache) == 10  # small ones: the count bound

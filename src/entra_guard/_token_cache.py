@@ -1,8 +1,8 @@
 """The verified-token cache, bounded by entries *and* by bytes (README "Benchmarks").
 
 A cached principal costs memory in proportion to its token (a 200-group token
-is ~12 KB of text and ~31 KB of Python objects), so a count bound alone lets
-large tokens hold several times the memory the README promises. Each entry is
+is ~12 KB of text and ~31 KB of Python objects), so a count bound alone let
+4,096 large tokens hold ~125 MiB. Each entry is
 charged an estimate from its token's length, measured on real principals
 (``ENTRY_BYTES_PER_TOKEN_CHAR``), and the least recently used entries go when
 either bound is reached.
@@ -15,10 +15,11 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-#: Measured: a cached principal takes 2.1-2.7 bytes of Python objects per token character
-#: (2.6 KB token: ~6.9 KB; 12 KB token with 200 groups: ~31 KB), plus a fixed part.
+#: Measured (deep size of key, deadline and principal): a 1.2 KB minimal token takes ~3.1 KB,
+#: a 2.6 KB realistic one (27 claims, 20 groups) ~9.0 KB, a 12 KB one with 200 groups ~31.8 KB.
+#: ``2048 + 3 x length`` is above each of them (tests/test_validation_findings.py checks it).
 ENTRY_BYTES_PER_TOKEN_CHAR = 3
-ENTRY_FIXED_BYTES = 512
+ENTRY_FIXED_BYTES = 2048
 #: Average budget per entry: ``token_cache_size`` entries of this size at most.
 BUDGET_BYTES_PER_ENTRY = 10 * 1024
 
