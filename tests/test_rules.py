@@ -90,3 +90,26 @@ def test_the_inspector_uses_reasons_for_hints() -> None:
     no_kid, big = asyncio.run(run())
     assert no_kid is not None and "names no key" in no_kid
     assert big is not None and "16 KiB" in big
+
+
+def test_inspect_explains_client_not_allowed() -> None:
+    """The allowed_client_app rule, as ``entra-guard inspect --allowed-client-app`` shows it."""
+    import json
+
+    async def run() -> dict[str, object]:
+        idp = FakeEntraID()
+        token = idp.token()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=idp.app), base_url=IDP_URL
+        ) as client:
+            settings = idp.settings(IDP_URL, allowed_client_apps=["someone-else"])
+            report = await inspect_token(token, settings, http_client=client)
+        return report.to_json()
+
+    doc = json.loads(json.dumps(asyncio.run(run()), default=str))
+    assert doc["code"] == "client_not_allowed" and doc["status"] == 403
+    assert "ENTRA_ALLOWED_CLIENT_APPS" in doc["hint"]
+    check = next(c for c in doc["checks"] if c["name"] == "allowed_client_app")
+    assert check["result"] == "fail" and check["reached"]
+    assert check["expected"] == ["someone-else"] and check["got"]
+    assert doc["settings"]["allowed_client_apps"] == ["someone-else"]
