@@ -25,14 +25,6 @@ from entra_guard.testing._idp import sign_token
 from tests.conftest import assert_refused, bearer, protected_app
 from tests.fuzz import in_process_auth
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture
 def idp() -> FakeEntraID:
     return FakeEntraID()
