@@ -82,14 +82,15 @@ class EntraAuth:
         # Only an ASCII token can be valid; anything else (lone surrogates included) goes
         # straight to the rules, which refuse it before anything encodes it.
         digest = token_digest(token) if token.isascii() else None
+        now = self.validator.now()
         if digest is not None:
-            cached = self._verified.get(digest, self.validator.now())
+            cached = self._verified.get(digest, now)
             if cached is not None and self._key_is_current(cached[1]):
                 self.observer.token_cache(hit=True)
                 self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
                 return cached[0]
         self.observer.token_cache(hit=False)
-        validated = await self.validator.validate(token)
+        validated = await self.validator.validate(token, now)
         principal = Principal.from_claims(validated.claims, validated.version)
         if digest is not None:
             self._verified.set(digest, (principal, validated.key), validated.expires_at, len(token))

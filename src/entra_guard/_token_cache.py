@@ -58,10 +58,12 @@ class VerifiedTokenCache(Generic[V]):
         cost = entry_cost(token_length)
         if self.max_entries <= 0 or cost > self.max_bytes:
             return
-        self.pop(key)
-        self._data[key] = (expires_at, cost, value)
-        self.total_bytes += cost
         data = self._data
+        previous = data.pop(key, None)
+        if previous is not None:
+            self.total_bytes -= previous[1]
+        data[key] = (expires_at, cost, value)
+        self.total_bytes += cost
         while len(data) > self.max_entries or self.total_bytes > self.max_bytes:
             self.total_bytes -= data.popitem(last=False)[1][1]
 

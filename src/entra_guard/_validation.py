@@ -120,8 +120,10 @@ def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
     except ValueError as exc:
         raise _malformed(f"The token {what} is not base64url-encoded JSON", "not_base64") from exc
     try:
-        # Exactly what json.loads does with bytes (UTF-8/16/32 detection), minus the set-up.
-        value = _JSON_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        # What json.loads does with bytes (UTF-8/16/32 detection), minus the set-up; "{" then
+        # a non-zero byte is what detect_encoding answers "utf-8" for (no BOM, no UTF-16/32).
+        encoding = "utf-8" if raw[:1] == b"{" and raw[1:2] != b"\0" else json.detect_encoding(raw)
+        value = _JSON_DECODER.decode(raw.decode(encoding, "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _malformed(f"The token {what} is not base64url-encoded JSON", "not_json") from exc
     if not isinstance(value, dict):
@@ -426,8 +428,9 @@ class TokenValidator:
     def now(self) -> float:
         return time.time() if self.clock is None else self.clock()
 
-    async def validate(self, token: str) -> ValidatedToken:
-        ctx = Context(token, self.now())
+    async def validate(self, token: str, now: float | None = None) -> ValidatedToken:
+        """Every rule, in order; ``now`` defaults to the clock read at this call."""
+        ctx = Context(token, self.now() if now is None else now)
         for check, is_async in self._steps:
             if is_async:
                 await check(self, ctx)  # type: ignore[misc]
