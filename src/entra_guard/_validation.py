@@ -299,9 +299,10 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
         )
     key = ctx.key  # None only when the inspector replays past a failed key rule
     if key is not None and key.issuer is not None:
-        # A key scoped to one tenant must not sign for another (Entra signing-key issuer rule).
-        scoped = key.issuer.replace("{tenantid}", tid)
-        if tid not in urlsplit(scoped).path.split("/"):
+        # A key scoped to one tenant must not sign for another (Entra signing-key issuer rule):
+        # the tid must be a path segment of the key's issuer once {tenantid} is filled in.
+        segments = v.issuer_path_segments(key.issuer)
+        if tid not in segments and "{tenantid}" not in segments:
             raise AuthError(
                 "invalid_issuer",
                 "The signing key is not valid for the token's tenant",
@@ -423,7 +424,18 @@ class TokenValidator:
         self.allowed_tenants = frozenset(settings.allowed_tenants)
         self.allowed_client_apps = frozenset(a.lower() for a in settings.allowed_client_apps)
         self.header_cache: dict[str, dict[str, Any]] = {}
+        self._issuer_paths: dict[str, frozenset[str]] = {}
         self._steps = tuple((rule.check, rule.is_async) for rule in RULES)
+
+    def issuer_path_segments(self, issuer: str) -> frozenset[str]:
+        """Path segments of a key's ``issuer`` (parsed once per issuer, not per token)."""
+        segments = self._issuer_paths.get(issuer)
+        if segments is None:
+            if len(self._issuer_paths) >= HEADER_CACHE_SIZE:
+                self._issuer_paths.clear()
+            segments = frozenset(urlsplit(issuer).path.split("/"))
+            self._issuer_paths[issuer] = segments
+        return segments
 
     def now(self) -> float:
         return time.time() if self.clock is None else self.clock()
