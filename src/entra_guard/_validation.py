@@ -60,7 +60,7 @@ class Context:
         self.token = token
         self.now = now
         self.header: dict[str, Any] | None = None
-        self.alg: str = ""
+        self.alg: str | None = None
         self.kid: str | None = None
         self.x5t: str | None = None
         self.signing_input = b""
@@ -228,9 +228,9 @@ async def rule_key(v: TokenValidator, ctx: Context) -> None:
 
 def rule_signature(v: TokenValidator, ctx: Context) -> None:
     """Only once this holds does the payload become the claims."""
-    key = ctx.key
-    assert key is not None
-    if not ctx.signature or not key.verify(ctx.alg, ctx.signing_input, ctx.signature):
+    key, alg = ctx.key, ctx.alg
+    assert key is not None and alg is not None
+    if not ctx.signature or not key.verify(alg, ctx.signing_input, ctx.signature):
         raise AuthError("invalid_signature", "The token signature does not verify")
     ctx.claims = ctx.payload
 
@@ -382,7 +382,7 @@ RULES: tuple[Rule, ...] = (
     Rule("format", ("malformed_token",), rule_format),
     Rule("algorithm", ("unsupported_algorithm",), rule_algorithm, needs=("header",)),
     Rule("key", ("unknown_key", "idp_unavailable"), rule_key, is_async=True, needs=("header",)),
-    Rule("signature", ("invalid_signature",), rule_signature, needs=("key", "payload")),
+    Rule("signature", ("invalid_signature",), rule_signature, needs=("alg", "key", "payload")),
     Rule(
         "lifetime",
         ("token_expired", "token_not_yet_valid", "malformed_token"),

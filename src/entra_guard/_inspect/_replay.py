@@ -139,6 +139,7 @@ EXPLAIN: Mapping[str, Callable[[TokenValidator, Context], Explained]] = {
 #: Why a rule was not evaluated, by the first ``Context`` field it lacks.
 _NOT_EVALUATED = {
     "header": "not evaluated: the token could not be parsed",
+    "alg": "not evaluated: the algorithm is not accepted",
     "key": "not evaluated: no signing key",
     "payload": "not evaluated: the payload could not be decoded",
     "claims": "not evaluated: the payload could not be decoded",
