@@ -25,6 +25,7 @@ from entra_guard.testing._idp import sign_token
 from tests.conftest import assert_refused, bearer, protected_app
 from tests.fuzz import in_process_auth
 
+
 @pytest.fixture
 def idp() -> FakeEntraID:
     return FakeEntraID()
