@@ -22,17 +22,24 @@ def _str_set(claims: Mapping[str, Any], name: str) -> frozenset[str]:
     return _EMPTY
 
 
+def _lower(value: str) -> str:
+    """``value.lower()``, but the claim's own string when it already is (Entra sends
+    lower-case GUIDs): a cached principal then holds one copy, not two."""
+    lowered = value.lower()
+    return value if lowered == value else lowered
+
+
 def _guid_set(claims: Mapping[str, Any], name: str) -> frozenset[str]:
     """Object ids are case-insensitive: lower-cased here, once, for every comparison."""
     value = claims.get(name)
     if isinstance(value, list):
-        return frozenset(v.lower() for v in value if isinstance(v, str))
+        return frozenset(_lower(v) for v in value if isinstance(v, str))
     return _EMPTY
 
 
 def _guid(claims: Mapping[str, Any], name: str) -> str | None:
     value = claims.get(name)
-    return value.lower() if isinstance(value, str) else None
+    return _lower(value) if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,7 @@ class Principal:
         )
         idp, iss = _str(claims, "idp"), _str(claims, "iss")
         return cls(
-            tenant_id=str(claims["tid"]).lower(),
+            tenant_id=_lower(str(claims["tid"])),
             object_id=_guid(claims, "oid"),
             subject=_str(claims, "sub"),
             app_id=_str(claims, "azp") or _str(claims, "appid"),

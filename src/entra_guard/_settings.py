@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: Anchored with ``\A``/``\Z`` (``$`` would match before a final newline); use ``fullmatch``.
+GUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 MULTI_TENANT_IDS = frozenset({"organizations", "common"})
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
 TOKEN_VERSIONS = frozenset({"1.0", "2.0"})
@@ -129,6 +130,10 @@ class EntraSettings(BaseSettings):
         default_factory=list,
         description="Tenant GUIDs allowed to call (multi-tenant); empty allows every tenant.",
     )
+    allowed_client_apps: StrList = Field(
+        default_factory=list,
+        description="Client app ids (`azp`/`appid`) allowed to call; empty allows every app.",
+    )
     authority_host: str = Field(
         default="https://login.microsoftonline.com",
         description="Entra ID authority; national clouds: `https://login.microsoftonline.us`.",
@@ -187,7 +192,9 @@ class EntraSettings(BaseSettings):
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
     tls_verify: bool = Field(default=True, description="Verify TLS certificates (keep it on).")
 
-    @field_validator("audiences", "allowed_tenants", "accepted_algorithms", mode="before")
+    @field_validator(
+        "audiences", "allowed_tenants", "allowed_client_apps", "accepted_algorithms", mode="before"
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -201,7 +208,7 @@ class EntraSettings(BaseSettings):
     @classmethod
     def _tenant(cls, value: str) -> str:
         tenant = value.strip().lower()
-        if tenant in MULTI_TENANT_IDS or GUID_RE.match(tenant):
+        if tenant in MULTI_TENANT_IDS or GUID_RE.fullmatch(tenant):
             return tenant
         raise ValueError(
             "ENTRA_TENANT_ID must be the tenant GUID, or 'organizations'/'common' for a "
@@ -219,7 +226,7 @@ class EntraSettings(BaseSettings):
     @classmethod
     def _allowed(cls, value: list[str]) -> list[str]:
         tenants = [t.lower() for t in value]
-        bad = [t for t in tenants if not GUID_RE.match(t)]
+        bad = [t for t in tenants if not GUID_RE.fullmatch(t)]
         if bad:
             raise ValueError(f"ENTRA_ALLOWED_TENANTS must be tenant GUIDs, got {bad!r}")
         return tenants
