@@ -6,6 +6,7 @@ modules are implementation and may change in any release.
 """
 
 from ._auth import EntraAuth
+from ._downstream import downstream_client, downstream_token
 from ._errors import STATUS_BY_CODE, AuthError, ErrorCode
 from ._guards import (
     SCHEME_NAME,
@@ -45,6 +46,8 @@ __all__ = [
     "Principal",
     "all_of",
     "any_of",
+    "downstream_client",
+    "downstream_token",
     "refuse_guests",
     "require_app_only",
     "require_delegated",

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from ._cache import BoundedTTLCache, SingleFlight
+from ._credentials import ClientCredential, load_credential
 from ._errors import AuthError
 from ._http import FetchError, request_json
 from ._observer import AuthObserver
@@ -91,8 +92,11 @@ class GraphClient:
         observer: AuthObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         budget: float = LOOKUP_BUDGET,
+        credential: ClientCredential | None = None,
     ) -> None:
         self.settings = settings
+        #: The API's client credential (README "Calling downstream APIs"); default: the secret.
+        self.credential = credential if credential is not None else load_credential(settings)
         self.http = http
         self.observer = observer or AuthObserver()
         self._clock = clock
@@ -122,9 +126,10 @@ class GraphClient:
         tid, oid = principal.tenant_id, principal.object_id
         if oid is None or not GUID_RE.match(oid.lower()) or not GUID_RE.match(tid):
             raise _unavailable("The token has a groups overage marker but no usable 'oid'")
-        if self.settings.client_secret is None:
+        if self.credential is None:
             raise _unavailable(
-                "Groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (with the "
+                "Groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (or a "
+                "certificate or federated token) with the "
                 "GroupMember.Read.All application permission granted)"
             )
         key = (tid, oid.lower())
@@ -229,18 +234,16 @@ class GraphClient:
         return await self._token_fetches.run(tid, lambda: self._fetch_app_token(tid, deadline))
 
     async def _fetch_app_token(self, tid: str, deadline: float) -> str:
-        secret = self.settings.client_secret
-        assert secret is not None  # checked before any look-up starts
+        assert self.credential is not None  # checked before any look-up starts
         url = f"{self.settings.authority_host}/{tid}/oauth2/v2.0/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self.settings.client_id,
-            "client_secret": secret.get_secret_value(),
-            "scope": f"{self.settings.graph_url}/.default",
-        }
         attempt = 0
         while True:
             attempt += 1
+            form = {
+                "grant_type": "client_credentials",
+                "scope": f"{self.settings.graph_url}/.default",
+                **self.credential.form_fields(url),  # a fresh client assertion per attempt
+            }
             try:
                 body = await self._call("POST", url, deadline, data=form)
                 break

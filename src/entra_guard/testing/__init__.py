@@ -23,6 +23,7 @@ from ._idp import (
     FakeKey,
     sign_token,
 )
+from ._obo import OboGrant, make_client_certificate
 from ._server import LiveServer
 
 __all__ = [
@@ -35,5 +36,7 @@ __all__ = [
     "FakeGraph",
     "FakeKey",
     "LiveServer",
+    "OboGrant",
+    "make_client_certificate",
     "sign_token",
 ]
