@@ -64,7 +64,9 @@ class DevIssuer:
         secret = settings.client_secret.get_secret_value()
         self.idp.confidential_clients[settings.client_id] = secret
         self.graph = FakeGraph(self.idp)
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._dispatch))
+        #: Reaches the fake Entra ID and the fake Graph in-process (also for /me/graph).
+        self.transport = httpx.ASGITransport(app=self._dispatch)
+        self.client = httpx.AsyncClient(transport=self.transport)
         self.router = APIRouter(prefix="/_dev", tags=["dev"])
         self.router.add_api_route(
             "/token", self.mint, methods=["POST"], response_model=DevTokenResponse

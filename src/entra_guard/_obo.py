@@ -98,6 +98,12 @@ def decode_claims(challenge: str) -> dict[str, Any]:
     return value
 
 
+def _printable(text: str, limit: int) -> str:
+    """Entra's error text for one log line: printable ASCII, spaces kept, bounded."""
+    cleaned = "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:limit])
+    return cleaned + ("..." if len(text) > limit else "")
+
+
 def _unavailable(retry_after: float | None = None, reason: str = "unavailable") -> AuthError:
     seconds = None if retry_after is None else max(1, math.ceil(retry_after))
     return AuthError(
@@ -308,7 +314,7 @@ class OboClient:
             loggable(principal.tenant_id),
             loggable(principal.object_id),
             loggable(" ".join(scopes), 200),
-            loggable(description, 400),
+            _printable(description, 400),
         )
         if isinstance(claims, str) and claims.strip():
             try:
