@@ -154,7 +154,7 @@ def create_app(
     )
 
     @app.get("/me/graph")
-    async def me_graph(graph: httpx.AsyncClient = Depends(graph_me)) -> Any:
+    async def me_graph(graph: httpx.AsyncClient = Depends(graph_me)) -> Any:  # noqa: B008
         """Microsoft Graph's ``/v1.0/me``, called on behalf of the caller (README "Calling
         downstream APIs (on-behalf-of)")."""
         response = await graph.get("/v1.0/me")

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -69,7 +69,7 @@ def api(auth: EntraAuth, graph_transport: httpx.AsyncBaseTransport) -> FastAPI:
     graph_me = downstream_client(GRAPH, scopes=[USER_READ], transport=graph_transport)
 
     @app.get("/graph/me")
-    async def me(graph: httpx.AsyncClient = Depends(graph_me)) -> Any:
+    async def me(graph: httpx.AsyncClient = Depends(graph_me)) -> Any:  # noqa: B008
         response = await graph.get("/v1.0/me")
         return response.json()
 
