@@ -181,6 +181,10 @@ class OboTokenEndpoint:
         """Accept ``token`` as a client assertion of ``client_id`` (workload identity)."""
         self._registrations.federated.setdefault(client_id, set()).add(token.strip())
 
+    def remove_federated_token(self, client_id: str, token: str) -> None:
+        """Stop accepting ``token`` (it was rotated out)."""
+        self._registrations.federated.get(client_id, set()).discard(token.strip())
+
     def fail_obo(
         self,
         kind: OboFaultKind,
