@@ -69,7 +69,7 @@ def test_key_without_certificate_fails_at_start_up(tmp_path: Path, pem_file: Pat
     key_only = pem_file.read_bytes().split(b"-----BEGIN CERTIFICATE-----")[0]
     path = tmp_path / "key.pem"
     path.write_bytes(key_only)
-    with pytest.raises(ValueError, match="ENTRA_CLIENT_CERTIFICATE_PATH.*no PEM certificate"):
+    with pytest.raises(ValueError, match=r"ENTRA_CLIENT_CERTIFICATE_PATH.*no PEM certificate"):
         EntraAuth(settings(client_certificate_path=str(path)))
 
 
@@ -80,7 +80,7 @@ def test_key_without_certificate_fails_at_start_up(tmp_path: Path, pem_file: Pat
 def test_unreadable_pem_fails_at_start_up(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.pem"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match="ENTRA_CLIENT_CERTIFICATE_PATH.*PEM private key"):
+    with pytest.raises(ValueError, match=r"ENTRA_CLIENT_CERTIFICATE_PATH.*PEM private key"):
         EntraAuth(settings(client_certificate_path=str(path)))
 
 
