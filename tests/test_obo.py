@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from entra_guard import (
     EntraSettings,
     downstream_client,
     downstream_token,
+    require_groups,
 )
 from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 
@@ -36,6 +38,7 @@ AUTHORITY = "https://login.test"
 GRAPH = "https://graph.test"
 USER_READ = f"{GRAPH}/User.Read"
 SECRET = "obo-client-secret-value"
+FINANCE = "3f5c9b1e-2d4a-4e6f-8a7b-1c2d3e4f5a6b"
 
 
 class Clock:
@@ -84,6 +87,10 @@ def api(auth: EntraAuth, graph_transport: httpx.AsyncBaseTransport) -> FastAPI:
         access: str = Depends(downstream_token(f"{GRAPH}/Mail.Read", USER_READ)),
     ) -> dict[str, int]:
         return {"length": len(access)}
+
+    @app.get("/finance", dependencies=[Depends(require_groups(FINANCE))])
+    async def finance() -> dict[str, str]:
+        return {"area": "finance"}
 
     return app
 
@@ -375,6 +382,40 @@ async def test_the_claims_answer_can_itself_need_interaction(world: World) -> No
     response = await world.client.get("/graph/me", headers=bearer(token))
     refused(response, 401, "insufficient_claims")
     assert 'claims="' in response.headers["www-authenticate"]
+
+
+# -- groups overage with a delegated Graph token (ENTRA_GROUPS_VIA_OBO) ----------------
+
+
+async def test_groups_overage_via_obo_needs_no_app_permission() -> None:
+    built, close = make_world(groups_via_obo=True)
+    try:
+        member, outsider = str(uuid.uuid4()), str(uuid.uuid4())
+        built.graph.set_groups(member, [FINANCE.upper()])
+        built.graph.set_groups(outsider, ["0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"])
+        token = built.user_token(object_id=member, overage=True)
+        for _ in range(3):
+            response = await built.client.get("/finance", headers=bearer(token))
+            assert response.status_code == 200, response.text
+        assert built.graph.membership_lookups == 1  # cached per user
+        assert [g.scope for g in built.idp.obo_grants] == [USER_READ]
+        assert built.idp.issued_app_tokens == {}  # no client-credentials token at all
+        response = await built.client.get(
+            "/finance", headers=bearer(built.user_token(object_id=outsider, overage=True))
+        )
+        refused(response, 403, "missing_group")
+        built.idp.fail_obo("consent_required")
+        response = await built.client.get(
+            "/finance", headers=bearer(built.user_token(object_id=str(uuid.uuid4()), overage=True))
+        )
+        refused(response, 403, "consent_required")
+        built.graph.fail(503, times=None)
+        response = await built.client.get(
+            "/finance", headers=bearer(built.user_token(object_id=str(uuid.uuid4()), overage=True))
+        )
+        refused(response, 503, "groups_unavailable")
+    finally:
+        await close()
 
 
 # -- no token anywhere it should not be ----------------------------------------------------

@@ -23,6 +23,7 @@ from ._graph import GraphClient
 from ._http import build_client
 from ._metadata import MetadataCache
 from ._obo import OboClient, normalize_scopes
+from ._obo_groups import OboGroups
 from ._observer import AuthObserver
 from ._pools import DownstreamClients
 from ._principal import Principal
@@ -80,6 +81,8 @@ class EntraAuth:
         #: On-behalf-of tokens for downstream APIs, and the pooled clients that send them.
         self.obo = OboClient(self.settings, self.http, self.credential, clock=clock)
         self.downstream = DownstreamClients(self.settings)
+        #: Groups overage with the caller's OBO token (``ENTRA_GROUPS_VIA_OBO``).
+        self.obo_groups = OboGroups(self.settings, self.http, self.obo)
         self._clock = clock
         # sha256(token) -> (principal, key that verified it); expires at the token's exp.
         self._verified: BoundedTTLCache[bytes, tuple[Principal, SigningKey]] = BoundedTTLCache(
@@ -115,10 +118,18 @@ class EntraAuth:
         """Fetch metadata now (call it from a lifespan); logs and returns False on failure."""
         return await self.metadata.warm_up()
 
-    async def group_ids(self, principal: Principal) -> frozenset[str]:
+    async def group_ids(self, principal: Principal, *, token: str | None = None) -> frozenset[str]:
         """The caller's transitive group ids: the token's ``groups`` claim, or Microsoft
         Graph when the token carries the overage marker (raises 503 ``groups_unavailable``
-        when Graph cannot answer)."""
+        when Graph cannot answer). With ``ENTRA_GROUPS_VIA_OBO``, a user's ``token`` is
+        exchanged for a delegated Graph token instead of using an app permission."""
+        if (
+            token is not None
+            and self.settings.groups_via_obo
+            and principal.groups_overage
+            and not principal.is_app_only
+        ):
+            return await self.obo_groups.group_ids(principal, token, token_digest(token))
         return await self.graph.group_ids(principal)
 
     async def acquire_token_on_behalf_of(
@@ -138,6 +149,7 @@ class EntraAuth:
 
     async def aclose(self) -> None:
         await self.downstream.aclose()
+        await self.obo_groups.aclose()
         await self.obo.aclose()
         await self.graph.aclose()
         await self.metadata.aclose()

@@ -36,7 +36,7 @@ from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketState
 
 from ._errors import AuthError
-from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
+from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY, bearer_token
 from ._principal import Principal
 
 logger = logging.getLogger("entra_guard")
@@ -240,7 +240,7 @@ class _Groups(Guard):
             auth = scope.get(AUTH_KEY)
             if auth is None:
                 raise RuntimeError("require_groups needs EntraAuthMiddleware")
-            resolved = await auth.group_ids(principal)
+            resolved = await auth.group_ids(principal, token=bearer_token(scope)[0])
             if not self.groups.isdisjoint(resolved):
                 return
         raise AuthError("missing_group", "The caller is not a member of a group this route needs")

@@ -223,6 +223,14 @@ class FakeGraph:
             challenge = self._cae_challenges > 0
             if challenge:
                 self._cae_challenges -= 1
+            fault = self._fault  # throttle()/fail() apply to delegated calls too
+            if fault is not None and fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._fault = None
+        if fault is not None:
+            headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+            return _error(fault.status, "injected", "Injected failure.", headers)
         if challenge:
             encoded = base64.b64encode(self.cae_claims.encode()).decode()
             header = (
