@@ -25,10 +25,10 @@ import httpx
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
-from ._auth import EntraAuth, token_digest
+from ._auth import EntraAuth
 from ._errors import AuthError
-from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY, bearer_token
-from ._obo import normalize_scopes
+from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
+from ._obo import digest_bytes, normalize_scopes
 from ._principal import Principal
 
 _PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*"([^"]*)"')
@@ -54,7 +54,7 @@ class _CallerAuth(httpx.Auth):
     def __init__(
         self,
         auth: EntraAuth,
-        token: str,
+        token: bytes,
         principal: Principal,
         scopes: tuple[str, ...],
         access: str,
@@ -82,7 +82,7 @@ class _CallerAuth(httpx.Auth):
             return
         try:
             self._access = await self._auth.acquire_token_on_behalf_of(
-                self._token, self._scopes, claims=challenge
+                self._token.decode("ascii"), self._scopes, claims=challenge
             )
         except ValueError:  # the downstream API sent a claims value that is not JSON
             raise AuthError(
@@ -103,8 +103,15 @@ class _CallerAuth(httpx.Auth):
             )
 
 
-def _caller(scope: Scope) -> tuple[EntraAuth, str, Principal]:
-    """The ``EntraAuth``, the token and the caller the middleware validated for this request."""
+def _caller(scope: Scope) -> tuple[EntraAuth, bytes, Principal]:
+    """The ``EntraAuth``, the raw token and the caller the middleware validated for this
+    request.
+
+    Hot path (every request of a downstream route): the token stays bytes; it is
+    decoded only when a grant is needed. A principal in the scope means the
+    middleware accepted exactly one ``Authorization: Bearer <token>`` header, and a
+    verified token is ASCII, so these bytes hash to the same cache key as the string.
+    """
     auth: EntraAuth | None = scope.get(AUTH_KEY)
     if auth is None:
         raise RuntimeError(
@@ -112,11 +119,12 @@ def _caller(scope: Scope) -> tuple[EntraAuth, str, Principal]:
             "app.add_middleware(EntraAuthMiddleware, auth=auth)"
         )
     principal: Principal | None = scope.get(PRINCIPAL_KEY)
-    token, _ = bearer_token(scope)
-    if principal is None or token is None:
-        error = scope.get(ERROR_KEY)
-        raise error if error is not None else AuthError("missing_token", "This route needs a token")
-    return auth, token, principal
+    if principal is not None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return auth, value.partition(b" ")[2].strip(b" \t"), principal
+    error = scope.get(ERROR_KEY)
+    raise error if error is not None else AuthError("missing_token", "This route needs a token")
 
 
 class downstream_token:  # a dependency factory, named like a function
@@ -128,7 +136,7 @@ class downstream_token:  # a dependency factory, named like a function
 
     async def __call__(self, connection: HTTPConnection) -> str:
         auth, token, principal = _caller(connection.scope)
-        return await auth.obo.acquire(token, token_digest(token), principal, self.scopes)
+        return await auth.obo.acquire(token, digest_bytes(token), principal, self.scopes)
 
     def __repr__(self) -> str:
         return f"downstream_token{self.scopes!r}"
@@ -157,7 +165,7 @@ class downstream_client:  # a dependency factory, named like a function
 
     async def __call__(self, connection: HTTPConnection) -> httpx.AsyncClient:
         auth, token, principal = _caller(connection.scope)
-        access = await auth.obo.acquire(token, token_digest(token), principal, self.scopes)
+        access = await auth.obo.acquire(token, digest_bytes(token), principal, self.scopes)
         clients = auth.downstream
         return clients.view(
             clients.pool(self.base_url, self.transport),
