@@ -36,6 +36,7 @@ from entra_guard import (
     Guard,
     Principal,
     downstream_client,
+    require_delegated,
     require_groups,
     require_principal,
     require_roles,
@@ -153,7 +154,8 @@ def create_app(
         transport=dev_issuer.transport if dev_issuer is not None else None,
     )
 
-    @app.get("/me/graph")
+    # require_delegated: OBO is for users (it also lists the route as secured in OpenAPI).
+    @app.get("/me/graph", dependencies=[Security(require_delegated)])
     async def me_graph(graph: httpx.AsyncClient = Depends(graph_me)) -> Any:  # noqa: B008
         """Microsoft Graph's ``/v1.0/me``, called on behalf of the caller (README "Calling
         downstream APIs (on-behalf-of)")."""

@@ -374,6 +374,13 @@ async def test_a_second_cae_challenge_goes_to_the_caller(world: World) -> None:
     assert len(world.idp.obo_grants) == 2  # the first grant and exactly one re-acquire
 
 
+async def test_an_unreadable_cae_challenge_is_503(world: World) -> None:
+    world.graph.cae_challenge(times=1, claims="not json")
+    response = await world.client.get("/graph/me", headers=bearer(world.user_token()))
+    refused(response, 503, "downstream_unavailable")
+    assert len(world.idp.obo_grants) == 1  # no grant with a garbage claims parameter
+
+
 async def test_the_claims_answer_can_itself_need_interaction(world: World) -> None:
     token = world.user_token()
     assert (await world.client.get("/graph/me", headers=bearer(token))).status_code == 200
