@@ -527,3 +527,27 @@ def test_sample_app_me_graph_over_http(
         assert response.status_code == 200, response.text
         assert response.json()["id"] == oid
         refused(client.get(f"{base}/me/graph"), 401, "missing_token")
+
+
+async def test_sample_app_dev_mode_me_graph_is_the_callers_oid() -> None:
+    """``make run``: the embedded fake Entra ID and fake Graph answer ``/me/graph``."""
+    from sample_app.app import create_app
+
+    settings = EntraSettings(
+        tenant_id="11111111-1111-1111-1111-111111111111",
+        client_id="22222222-2222-2222-2222-222222222222",
+    )
+    app = create_app(settings, dev_mode=True)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dev") as c,
+    ):
+        minted = await c.post("/_dev/token", json={"scopes": ["Items.Read"]})
+        token = minted.json()["access_token"]
+        me = (await c.get("/me", headers=bearer(token))).json()
+        response = await c.get("/me/graph", headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == me["object_id"]
+        daemon = {"app_only": True, "roles": ["Items.Read.All"]}
+        app_only = (await c.post("/_dev/token", json=daemon)).json()["access_token"]
+        refused(await c.get("/me/graph", headers=bearer(app_only)), 403, "wrong_token_type")
