@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import apps, asgi, obo, throughput, validation
+from . import apps, asgi, obo, obo_http, throughput, validation
 from .common import RESULTS_DIR, ROOT, fmt_ns, machine, median
 from .scale import CHUNK, ScaleResult, from_json
 
@@ -229,6 +229,10 @@ def main() -> int:
         o = obo.run(rounds=5 if args.quick else 15)
         raw["obo"] = dataclasses.asdict(o)
         sections.append(obo.table(o))
+        step("on-behalf-of routes over HTTP")
+        oh = obo_http.run(rounds=3 if args.quick else 9)
+        raw["obo_http"] = dataclasses.asdict(oh)
+        sections.append(obo_http.table(oh))
 
     header = [
         "## entra-guard benchmarks",
