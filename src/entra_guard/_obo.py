@@ -159,9 +159,6 @@ class OboClient:
         self.grants = 0
         self.budget = min(10.0, 2 * settings.http_timeout + 1)
 
-    def cached(self, digest: bytes, scopes: tuple[str, ...]) -> str | None:
-        return self._tokens.get((digest, scopes))
-
     async def acquire(
         self,
         token: str | bytes,
