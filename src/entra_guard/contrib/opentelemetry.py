@@ -25,10 +25,11 @@ span                            attributes
 ==============================  ==============================================================
 
 A refusal or failure sets the span's status to ERROR (the description is the code
-when there is one). A refused request (``rejected``) also gets ``entra_guard.code``
-and an ``entra_guard.rejected`` event on the current span. Hooks never receive the
-token, so no span can carry it. Metrics mirror ``PrometheusObserver`` (README
-"Tracing (OpenTelemetry)").
+when there is one). On the current span (the request's): ``entra_guard.code`` and an
+``entra_guard.rejected`` event when the request is refused, ``enduser.id`` when the
+authenticate span has it, an ``entra_guard.key_refresh`` event on a key reload.
+Hooks never receive the token, so no span can carry it. Metrics mirror
+``PrometheusObserver`` (README "Tracing (OpenTelemetry)").
 """
 
 from __future__ import annotations
@@ -174,6 +175,9 @@ class OpenTelemetryObserver(AuthObserver):
             attributes[TOKEN_VERSION] = token_version
         if user_id is not None and code is None:  # only ever for a verified caller
             attributes[ENDUSER_ID] = user_id
+            request = trace.get_current_span()  # Azure Monitor reads it off the request
+            if request.is_recording():
+                request.set_attribute(ENDUSER_ID, user_id)
         self._span(SPAN_AUTHENTICATE, seconds, attributes, code)
         super().authentication(cached=cached, seconds=seconds, code=code)  # -> authenticated
 
