@@ -423,7 +423,8 @@ async def test_metrics_mirror_prometheus(telemetry: Telemetry, idp: FakeEntraID)
         ("entra_guard.authenticated", (("cached", False),)): 1,
         ("entra_guard.authenticated", (("cached", True),)): 3,
         ("entra_guard.authentication.duration", (("cached", False),)): 1,
-        ("entra_guard.authentication.duration", (("cached", True),)): 3,
+        # fresh verifications only: a histogram record would cost more than a cache hit
+        ("entra_guard.authentication.duration", (("cached", True),)): 0,
         ("entra_guard.token_cache", (("result", "hit"),)): 3,
         ("entra_guard.token_cache", (("result", "miss"),)): 3,
         ("entra_guard.rejected", (("code", "missing_token"),)): 1,
@@ -448,9 +449,37 @@ async def test_metrics_mirror_prometheus(telemetry: Telemetry, idp: FakeEntraID)
     assert len(telemetry.finished("entra_guard.authenticate")) == 6
 
 
+async def test_cache_hits_untraced_on_request(idp: FakeEntraID) -> None:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    observer = OpenTelemetryObserver(
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[reader]),
+        trace_cache_hits=False,
+    )
+    telemetry = Telemetry(spans, reader, tracer_provider, observer)
+    token = idp.token()
+    async with api(telemetry, idp, log_pii=True) as client:
+        for _ in range(3):
+            assert (await client.get("/me", headers=bearer(token))).status_code == 200
+        assert (
+            await client.get("/me", headers=bearer(idp.token(expires_in=-3600)))
+        ).status_code == 401
+    fresh, refused = telemetry.finished("entra_guard.authenticate")  # no span for the 2 hits
+    assert attrs(fresh)["entra_guard.cached"] is False
+    assert attrs(refused)["entra_guard.code"] == "token_expired"
+    points = telemetry.metrics()
+    assert value(points, "entra_guard.authenticated", cached=True) == 2
+    assert value(points, "entra_guard.token_cache", result="hit") == 2
+    # the request spans still name the user (log_pii is on)
+    assert all("enduser.id" in attrs(s) for s in telemetry.finished("GET /me")[:3])
+
+
 def test_readme_lists_every_instrument(telemetry: Telemetry) -> None:
     observer = telemetry.observer
-    observer.authentication(cached=True, seconds=0.001, token_version="2.0")
+    observer.authentication(cached=False, seconds=0.001, token_version="2.0")
     observer.rejected("token_expired")
     observer.token_cache(hit=True)
     observer.metadata_fetch(document="v2", ok=True, seconds=0.1)

@@ -35,10 +35,12 @@ Hooks never receive the token, so no span can carry it. Metrics mirror
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
+from typing import Generic, TypeVar
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Status, StatusCode
 
 from .._errors import STATUS_BY_CODE
@@ -70,6 +72,38 @@ _BY_HIT: dict[bool, _Attrs] = {True: {RESULT: "hit"}, False: {RESULT: "miss"}}
 _BY_OK: dict[bool, _Attrs] = {True: {OUTCOME: "ok"}, False: {OUTCOME: "error"}}
 _BY_FORCED: dict[bool, _Attrs] = {True: {FORCED: True}, False: {FORCED: False}}
 _BY_CODE: dict[str, _Attrs] = {code: {CODE: code} for code in (*STATUS_BY_CODE, "other")}
+_OBO: dict[tuple[bool, bool], _Attrs] = {
+    (cached, ok): {**_BY_CACHED[cached], **_BY_OK[ok]}
+    for cached in (True, False)
+    for ok in (True, False)
+}
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+class _Tally(Generic[_Key]):
+    """A counter kept as plain ints and read by the SDK at collection time.
+
+    An SDK ``Counter.add`` cleans and hashes its attributes on every call (several
+    µs); an ``ObservableCounter`` reading these totals costs the request path one
+    dict update (README "Tracing (OpenTelemetry)", the benchmark 2c).
+    """
+
+    def __init__(self, start: Mapping[_Key, _Attrs] | None = None) -> None:
+        self.attributes: dict[_Key, _Attrs] = dict(start or {})
+        self.counts: dict[_Key, int] = dict.fromkeys(self.attributes, 0)
+
+    def add(self, key: _Key, attributes: _Attrs) -> None:
+        if key not in self.counts:
+            self.attributes[key] = attributes
+            self.counts[key] = 0
+        self.counts[key] += 1
+
+    def observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        # list(): one atomic copy, so a request adding a key meanwhile cannot break it
+        counts = list(self.counts.items())
+        return [Observation(count, self.attributes[key]) for key, count in counts]
 
 
 def _library_version() -> str | None:
@@ -87,27 +121,62 @@ class OpenTelemetryObserver(AuthObserver):
         *,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        trace_cache_hits: bool = True,
     ) -> None:
+        #: False: no span for tokens answered by the verified-token cache (they are
+        #: still counted), which leaves the cache-hit path a few dict updates.
+        self.trace_cache_hits = trace_cache_hits
         release = _library_version()
         self.tracer = trace.get_tracer("entra_guard", release, tracer_provider)
         meter = metrics.get_meter("entra_guard", release or "", meter_provider)
-        self.authenticated_total = meter.create_counter(
-            "entra_guard.authenticated", "{token}", "Tokens accepted."
-        )
+        # Counters: totals kept here, read at collection (every one starts at 0, as
+        # with Prometheus, except the per-document ones).
+        self.authenticated_total = _Tally(_BY_CACHED)
+        self.rejected_total = _Tally(_BY_CODE)
+        self.token_cache_total = _Tally(_BY_HIT)
+        self.metadata_fetches_total: _Tally[tuple[str, bool]] = _Tally()
+        self.key_refreshes_total = _Tally(_BY_FORCED)
+        self.graph_calls_total = _Tally(_BY_OK)
+        self.groups_cache_total = _Tally(_BY_HIT)
+        self.obo_acquisitions_total = _Tally(_OBO)
+        for name, unit, description, tally in (
+            ("authenticated", "{token}", "Tokens accepted.", self.authenticated_total),
+            ("rejected", "{request}", "Requests refused, by error code.", self.rejected_total),
+            ("token_cache", "{lookup}", "Verified-token cache look-ups.", self.token_cache_total),
+            (
+                "metadata.fetches",
+                "{fetch}",
+                "Discovery/JWKS documents fetched.",
+                self.metadata_fetches_total,
+            ),
+            (
+                "key_refreshes",
+                "{refresh}",
+                "Key set reloads (forced: unknown kid; else periodic).",
+                self.key_refreshes_total,
+            ),
+            (
+                "graph.calls",
+                "{call}",
+                "Calls to Microsoft Graph or its token endpoint.",
+                self.graph_calls_total,
+            ),
+            ("groups_cache", "{lookup}", "Groups overage cache look-ups.", self.groups_cache_total),
+            (
+                "obo.acquisitions",
+                "{token}",
+                "On-behalf-of tokens acquired.",
+                self.obo_acquisitions_total,
+            ),
+        ):
+            meter.create_observable_counter(
+                f"entra_guard.{name}", [tally.observe], unit, description
+            )
         self.authentication_duration = meter.create_histogram(
             "entra_guard.authentication.duration",
             "s",
-            "Time to authenticate an accepted token.",
+            "Time to verify a token not yet in the verified-token cache.",
             explicit_bucket_boundaries_advisory=AUTH_BUCKETS,
-        )
-        self.rejected_total = meter.create_counter(
-            "entra_guard.rejected", "{request}", "Requests refused, by error code."
-        )
-        self.token_cache_total = meter.create_counter(
-            "entra_guard.token_cache", "{lookup}", "Verified-token cache look-ups."
-        )
-        self.metadata_fetches_total = meter.create_counter(
-            "entra_guard.metadata.fetches", "{fetch}", "Discovery/JWKS documents fetched."
         )
         self.metadata_fetch_duration = meter.create_histogram(
             "entra_guard.metadata.fetch.duration",
@@ -115,25 +184,11 @@ class OpenTelemetryObserver(AuthObserver):
             "Time to fetch one discovery/JWKS document.",
             explicit_bucket_boundaries_advisory=FETCH_BUCKETS,
         )
-        self.key_refreshes_total = meter.create_counter(
-            "entra_guard.key_refreshes",
-            "{refresh}",
-            "Key set reloads (forced: unknown kid; else periodic).",
-        )
-        self.graph_calls_total = meter.create_counter(
-            "entra_guard.graph.calls", "{call}", "Calls to Microsoft Graph or its token endpoint."
-        )
         self.graph_call_duration = meter.create_histogram(
             "entra_guard.graph.call.duration",
             "s",
             "Duration of Graph calls.",
             explicit_bucket_boundaries_advisory=FETCH_BUCKETS,
-        )
-        self.groups_cache_total = meter.create_counter(
-            "entra_guard.groups_cache", "{lookup}", "Groups overage cache look-ups."
-        )
-        self.obo_acquisitions_total = meter.create_counter(
-            "entra_guard.obo.acquisitions", "{token}", "On-behalf-of tokens acquired."
         )
         self.obo_acquire_duration = meter.create_histogram(
             "entra_guard.obo.acquire.duration",
@@ -141,9 +196,6 @@ class OpenTelemetryObserver(AuthObserver):
             "Time to acquire an on-behalf-of token.",
             explicit_bucket_boundaries_advisory=FETCH_BUCKETS,
         )
-        # Every code shows up as 0 from the start, as with Prometheus.
-        for attributes in _BY_CODE.values():
-            self.rejected_total.add(0, attributes)
 
     def _span(
         self, name: str, seconds: float, attributes: dict[str, str | bool], error: str | None
@@ -168,34 +220,43 @@ class OpenTelemetryObserver(AuthObserver):
         token_version: str | None = None,
         user_id: str | None = None,
     ) -> None:
-        attributes: dict[str, str | bool] = {CACHED: cached}
-        if code is not None:
-            attributes[CODE] = code
-        if token_version is not None:
-            attributes[TOKEN_VERSION] = token_version
-        if user_id is not None and code is None:  # only ever for a verified caller
-            attributes[ENDUSER_ID] = user_id
-            request = trace.get_current_span()  # Azure Monitor reads it off the request
+        verified = code is None
+        if user_id is not None and verified:
+            request = trace.get_current_span()  # Azure Monitor reads the user off the request
             if request.is_recording():
                 request.set_attribute(ENDUSER_ID, user_id)
-        self._span(SPAN_AUTHENTICATE, seconds, attributes, code)
-        super().authentication(cached=cached, seconds=seconds, code=code)  # -> authenticated
+        if self.trace_cache_hits or not cached:
+            attributes: dict[str, str | bool] = {CACHED: cached}
+            if code is not None:
+                attributes[CODE] = code
+            if token_version is not None:
+                attributes[TOKEN_VERSION] = token_version
+            if user_id is not None and verified:  # only ever for a verified caller
+                attributes[ENDUSER_ID] = user_id
+            self._span(SPAN_AUTHENTICATE, seconds, attributes, code)
+        if verified:
+            self.authenticated(cached=cached, seconds=seconds)
 
     def authenticated(self, *, cached: bool, seconds: float) -> None:
-        by_cached = _BY_CACHED[cached]
-        self.authenticated_total.add(1, by_cached)
-        self.authentication_duration.record(seconds, by_cached)
+        self.authenticated_total.add(cached, _BY_CACHED[cached])
+        if not cached:
+            # Fresh verifications only: an SDK histogram record costs more than the
+            # cache hit it would time (README "Tracing (OpenTelemetry)"); the hits'
+            # durations are on their spans.
+            self.authentication_duration.record(seconds, _BY_CACHED[False])
 
     def rejected(self, code: str) -> None:
-        by_code = _BY_CODE.get(code) or _BY_CODE["other"]
-        self.rejected_total.add(1, by_code)
+        if code not in _BY_CODE:
+            code = "other"
+        by_code = _BY_CODE[code]
+        self.rejected_total.add(code, by_code)
         span = trace.get_current_span()
         if span.is_recording():  # the request's span, when the app is instrumented
             span.set_attribute(CODE, by_code[CODE])
             span.add_event("entra_guard.rejected", by_code)
 
     def token_cache(self, *, hit: bool) -> None:
-        self.token_cache_total.add(1, _BY_HIT[hit])
+        self.token_cache_total.add(hit, _BY_HIT[hit])
 
     def metadata_fetch(self, *, document: str, ok: bool, seconds: float) -> None:
         self._span(
@@ -204,22 +265,22 @@ class OpenTelemetryObserver(AuthObserver):
             {DOCUMENT: document},
             None if ok else f"{document} document could not be fetched",
         )
-        self.metadata_fetches_total.add(1, {DOCUMENT: document, **_BY_OK[ok]})
+        self.metadata_fetches_total.add((document, ok), {DOCUMENT: document, **_BY_OK[ok]})
         self.metadata_fetch_duration.record(seconds, {DOCUMENT: document})
 
     def key_refresh(self, *, forced: bool) -> None:
-        self.key_refreshes_total.add(1, _BY_FORCED[forced])
+        self.key_refreshes_total.add(forced, _BY_FORCED[forced])
         span = trace.get_current_span()
         if span.is_recording():
             span.add_event("entra_guard.key_refresh", _BY_FORCED[forced])
 
     def graph_call(self, *, ok: bool, seconds: float) -> None:
         self._span(SPAN_GRAPH_LOOKUP, seconds, {}, None if ok else "Graph call failed")
-        self.graph_calls_total.add(1, _BY_OK[ok])
+        self.graph_calls_total.add(ok, _BY_OK[ok])
         self.graph_call_duration.record(seconds)
 
     def groups_cache(self, *, hit: bool) -> None:
-        self.groups_cache_total.add(1, _BY_HIT[hit])
+        self.groups_cache_total.add(hit, _BY_HIT[hit])
 
     def obo_acquire(self, *, cached: bool, ok: bool, code: str | None, seconds: float) -> None:
         attributes: dict[str, str | bool] = {CACHED: cached}
@@ -227,7 +288,7 @@ class OpenTelemetryObserver(AuthObserver):
             attributes[CODE] = code
         error = None if ok else (code or "on-behalf-of token not acquired")
         self._span(SPAN_OBO_ACQUIRE, seconds, attributes, error)
-        self.obo_acquisitions_total.add(1, {**_BY_CACHED[cached], **_BY_OK[ok]})
+        self.obo_acquisitions_total.add((cached, ok), _OBO[cached, ok])
         self.obo_acquire_duration.record(seconds, _BY_CACHED[cached])
 
 
