@@ -539,3 +539,54 @@ def test_unknown_codes_are_bounded(telemetry: Telemetry) -> None:
         telemetry.observer.rejected("x" * 500)
     assert value(telemetry.metrics(), "entra_guard.rejected", code="other") == 1
     assert attrs(only(telemetry.finished("request"))) == {"entra_guard.code": "other"}
+
+
+def test_new_hooks_default_and_fan_out() -> None:
+    """``authentication`` forwards accepted tokens only; ``obo_acquire`` is a no-op;
+    ``CompositeObserver`` passes both on with every argument."""
+    old, base = OldStyle(), AuthObserver()
+    base.authentication(cached=False, seconds=0.1, code="token_expired")
+    base.obo_acquire(cached=False, ok=True, code=None, seconds=0.1)
+
+    class Recorder(AuthObserver):
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, dict[str, Any]]] = []
+
+        def authentication(self, **kwargs: Any) -> None:
+            self.calls.append(("authentication", kwargs))
+
+        def obo_acquire(self, **kwargs: Any) -> None:
+            self.calls.append(("obo_acquire", kwargs))
+
+    recorder = Recorder()
+    both = CompositeObserver([old, recorder])
+    both.authentication(cached=True, seconds=0.1, token_version="1.0", user_id="t/o")
+    both.authentication(cached=False, seconds=0.2, code="bad_audience")
+    both.obo_acquire(cached=True, ok=False, code="consent_required", seconds=0.3)
+    assert old.accepted == [True]
+    assert recorder.calls == [
+        (
+            "authentication",
+            {
+                "cached": True,
+                "seconds": 0.1,
+                "code": None,
+                "token_version": "1.0",
+                "user_id": "t/o",
+            },
+        ),
+        (
+            "authentication",
+            {
+                "cached": False,
+                "seconds": 0.2,
+                "code": "bad_audience",
+                "token_version": None,
+                "user_id": None,
+            },
+        ),
+        (
+            "obo_acquire",
+            {"cached": True, "ok": False, "code": "consent_required", "seconds": 0.3},
+        ),
+    ]
