@@ -24,6 +24,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import Receive, Scope, Send
 
@@ -590,3 +591,28 @@ def test_new_hooks_default_and_fan_out() -> None:
             {"cached": True, "ok": False, "code": "consent_required", "seconds": 0.3},
         ),
     ]
+
+
+class BrokenSampler(Sampler):
+    """A user's sampler with a bug: tracing must fail, not the request."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        raise RuntimeError("sampler bug")
+
+    def get_description(self) -> str:
+        return "broken"
+
+
+async def test_a_failing_tracer_never_fails_the_request(idp: FakeEntraID) -> None:
+    reader = InMemoryMetricReader()
+    observer = OpenTelemetryObserver(
+        tracer_provider=TracerProvider(sampler=BrokenSampler()),
+        meter_provider=MeterProvider(metric_readers=[reader]),
+    )
+    telemetry = Telemetry(InMemorySpanExporter(), reader, TracerProvider(), observer)
+    async with api(telemetry, idp) as client:
+        for _ in range(2):
+            assert (await client.get("/me", headers=bearer(idp.token()))).status_code == 200
+        expired = idp.token(expires_in=-3600)
+        assert_refused(await client.get("/me", headers=bearer(expired)), 401, "token_expired")
+    assert value(telemetry.metrics(), "entra_guard.authenticated", cached=False) == 2

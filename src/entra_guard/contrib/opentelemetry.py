@@ -34,6 +34,7 @@ Hooks never receive the token, so no span can carry it. Metrics mirror
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Hashable, Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -45,6 +46,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from .._errors import STATUS_BY_CODE
 from .._observer import AuthObserver
+
+logger = logging.getLogger("entra_guard")
 
 SPAN_AUTHENTICATE = "entra_guard.authenticate"
 SPAN_METADATA_FETCH = "entra_guard.metadata.fetch"
@@ -200,14 +203,21 @@ class OpenTelemetryObserver(AuthObserver):
     def _span(
         self, name: str, seconds: float, attributes: dict[str, str | bool], error: str | None
     ) -> None:
-        """Record a finished span that ended now and lasted ``seconds``."""
+        """Record a finished span that ended now and lasted ``seconds``.
+
+        A failing SDK part (a custom sampler or processor) loses the span, never the
+        request: hooks run inside authentication and must not raise.
+        """
         end = time.time_ns()
-        span = self.tracer.start_span(
-            name, attributes=attributes, start_time=end - int(max(seconds, 0.0) * 1e9)
-        )
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, error))
-        span.end(end_time=end)
+        try:
+            span = self.tracer.start_span(
+                name, attributes=attributes, start_time=end - int(max(seconds, 0.0) * 1e9)
+            )
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error))
+            span.end(end_time=end)
+        except Exception:
+            logger.debug("span %s not recorded", name, exc_info=True)
 
     # -- AuthObserver ----------------------------------------------------------------------
 
