@@ -551,3 +551,30 @@ async def test_sample_app_dev_mode_me_graph_is_the_callers_oid() -> None:
         daemon = {"app_only": True, "roles": ["Items.Read.All"]}
         app_only = (await c.post("/_dev/token", json=daemon)).json()["access_token"]
         refused(await c.get("/me/graph", headers=bearer(app_only)), 403, "wrong_token_type")
+
+
+async def test_observer_sees_each_acquisition(world: World) -> None:
+    """``AuthObserver.obo_acquire`` (OpenTelemetry's ``entra_guard.obo.acquire`` span)."""
+    from entra_guard import AuthObserver
+
+    class Recorder(AuthObserver):
+        def __init__(self) -> None:
+            self.events: list[tuple[bool, bool, str | None]] = []
+
+        def obo_acquire(self, *, cached: bool, ok: bool, code: str | None, seconds: float) -> None:
+            assert seconds >= 0
+            self.events.append((cached, ok, code))
+
+    recorder = Recorder()
+    world.auth.obo.observer = recorder
+    token = world.user_token()
+    await world.auth.acquire_token_on_behalf_of(token, [USER_READ])
+    await world.auth.acquire_token_on_behalf_of(token, [USER_READ])
+    world.idp.fail_obo("consent_required")
+    with pytest.raises(AuthError):
+        await world.auth.acquire_token_on_behalf_of(token, [f"{GRAPH}/Mail.Read"])
+    assert recorder.events == [
+        (False, True, None),
+        (True, True, None),
+        (False, False, "consent_required"),
+    ]

@@ -81,7 +81,13 @@ class EntraAuth:
             self.settings, self.http, observer=self.observer, credential=self.credential
         )
         #: On-behalf-of tokens for downstream APIs, and the pooled clients that send them.
-        self.obo = OboClient(self.settings, self.http, self.credential, clock=self.validator.now)
+        self.obo = OboClient(
+            self.settings,
+            self.http,
+            self.credential,
+            clock=self.validator.now,
+            observer=self.observer,
+        )
         self.downstream = DownstreamClients(self.settings)
         #: Groups overage with the caller's OBO token (``ENTRA_GROUPS_VIA_OBO``).
         self.obo_groups = OboGroups(self.settings, self.http, self.obo)
@@ -101,15 +107,35 @@ class EntraAuth:
             cached = self._verified.get(digest, now)
             if cached is not None and self._key_is_current(cached[1]):
                 self.observer.token_cache(hit=True)
-                self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
+                self._observe(cached[0], cached=True, started=started)
                 return cached[0]
         self.observer.token_cache(hit=False)
-        validated = await self.validator.validate(token, now)
+        try:
+            validated = await self.validator.validate(token, now)
+        except AuthError as exc:
+            self._observe(None, cached=False, started=started, code=exc.code)
+            raise
         principal = Principal.from_claims(validated.claims, validated.version)
         if digest is not None:
             self._verified.set(digest, (principal, validated.key), validated.expires_at, len(token))
-        self.observer.authenticated(cached=False, seconds=time.perf_counter() - started)
+        self._observe(principal, cached=False, started=started)
         return principal
+
+    def _observe(
+        self, principal: Principal | None, *, cached: bool, started: float, code: str | None = None
+    ) -> None:
+        """Report one outcome (``principal`` None: refused with ``code``); the caller's
+        id goes to observers only with ``log_pii`` (README "Tracing (OpenTelemetry)")."""
+        seconds = time.perf_counter() - started
+        if principal is None:
+            self.observer.authentication(cached=cached, seconds=seconds, code=code)
+            return
+        self.observer.authentication(
+            cached=cached,
+            seconds=seconds,
+            token_version=principal.token_version,
+            user_id=principal.identity if self.settings.log_pii else None,
+        )
 
     def _key_is_current(self, key: SigningKey) -> bool:
         """A cached result dies with its key: rotated-out keys invalidate their tokens."""

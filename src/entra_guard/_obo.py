@@ -37,6 +37,7 @@ from ._credentials import ClientCredential
 from ._errors import AuthError
 from ._http import MAX_RESPONSE_BYTES, retry_after_seconds
 from ._logging import loggable
+from ._observer import AuthObserver
 from ._principal import Principal
 from ._settings import EntraSettings
 
@@ -145,10 +146,12 @@ class OboClient:
         credential: ClientCredential | None,
         *,
         clock: Callable[[], float] = time.time,
+        observer: AuthObserver | None = None,
     ) -> None:
         self.settings = settings
         self.http = http
         self.credential = credential
+        self.observer = observer or AuthObserver()
         self._clock = clock
         #: (sha256 of the incoming token, sorted scopes) -> downstream token
         self._tokens: BoundedTTLCache[tuple[bytes, tuple[str, ...]], str] = BoundedTTLCache(
@@ -169,6 +172,27 @@ class OboClient:
         claims: str | None = None,
     ) -> str:
         """The downstream token for ``principal`` (whose token is ``token``)."""
+        started = time.perf_counter()
+        cached = claims is None and self._tokens.get((digest, scopes)) is not None
+        try:
+            access = await self._acquire(token, digest, principal, scopes, claims=claims)
+        except AuthError as exc:
+            seconds = time.perf_counter() - started
+            self.observer.obo_acquire(cached=False, ok=False, code=exc.code, seconds=seconds)
+            raise
+        seconds = time.perf_counter() - started
+        self.observer.obo_acquire(cached=cached, ok=True, code=None, seconds=seconds)
+        return access
+
+    async def _acquire(
+        self,
+        token: str | bytes,
+        digest: bytes,
+        principal: Principal,
+        scopes: tuple[str, ...],
+        *,
+        claims: str | None,
+    ) -> str:
         if principal.is_app_only:
             raise AuthError(
                 "wrong_token_type",
