@@ -13,7 +13,9 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from ._compat import NoDecode, SettingsBase
 
 GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MULTI_TENANT_IDS = frozenset({"organizations", "common"})
@@ -56,7 +58,7 @@ def _check_base_url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
-class EntraSettings(BaseSettings):
+class EntraSettings(SettingsBase):
     """Everything entra-guard needs to know about your app registration."""
 
     model_config = SettingsConfigDict(env_prefix="ENTRA_", extra="ignore", frozen=True)
