@@ -18,12 +18,18 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import fastapi.routing
 from fastapi import params
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ._guards import Guard
+
+#: FastAPI before 0.137 includes a router by building new routes from each route's
+#: ``dependencies`` (newer FastAPI keeps the route): there they must still list the
+#: guards, or the included copy would run without them (README "Supported versions").
+_INCLUDE_COPIES_ROUTES = not hasattr(fastapi.routing, "_IncludedRouter")
 
 
 class EntraRoute(APIRoute):
@@ -47,6 +53,9 @@ class EntraRoute(APIRoute):
         #: The guards this route awaits before FastAPI resolves the rest.
         self.entra_guards: tuple[Guard, ...] = tuple(guards)
         super().__init__(path, endpoint, dependencies=kept, **kwargs)
+        if _INCLUDE_COPIES_ROUTES:
+            # The dependant is built without the guards; a copy takes them out again.
+            self.dependencies = list(dependencies or ())
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
