@@ -112,7 +112,10 @@ def test_installed_versions(req: Requirement) -> None:
             raise  # make test-min installs every extra
         pytest.skip(f"{req.name} is not installed (an extra make test does not install)")
     if LOWEST:
-        assert installed == _floor(req), f"make test-min installed {req.name} {installed}"
+        assert installed == _floor(req), (
+            f"make test-min installed {req.name} {installed} for {req}: the floor does not "
+            f"exist or something else needs more; raise it in pyproject.toml to {installed}"
+        )
     else:
         assert SpecifierSet(str(req.specifier)).contains(installed, prereleases=True), (
             f"{req.name} {installed} is outside {req.specifier}: reinstall (make clean)"
