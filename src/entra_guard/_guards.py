@@ -21,7 +21,9 @@ every guarded route under the ``EntraID`` security scheme in OpenAPI;
 each route's scopes.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: FastAPI before 0.123.7 does not
+# resolve string annotations of a callable instance, so it would take a guard's
+# ``connection: "HTTPConnection"`` for a query parameter (README "Supported versions").
 
 import itertools
 from collections.abc import Callable, Iterable, MutableMapping
@@ -116,10 +118,10 @@ class Guard(SecurityBase):
         such as a dev sign-in page. Never used to decide."""
         return {}
 
-    def __and__(self, other: Guard) -> Guard:
+    def __and__(self, other: "Guard") -> "Guard":
         return all_of(self, other)
 
-    def __or__(self, other: Guard) -> Guard:
+    def __or__(self, other: "Guard") -> "Guard":
         return any_of(self, other)
 
 

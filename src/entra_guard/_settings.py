@@ -14,7 +14,9 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from ._compat import NoDecode, SettingsBase
 
 #: Anchored with ``\A``/``\Z`` (``$`` would match before a final newline); use ``fullmatch``.
 GUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -116,7 +118,7 @@ def check_resource_uri(value: str) -> str:
     return text
 
 
-class EntraSettings(BaseSettings):
+class EntraSettings(SettingsBase):
     """Everything entra-guard needs to know about your app registration."""
 
     model_config = SettingsConfigDict(env_prefix="ENTRA_", extra="ignore", frozen=True)
