@@ -114,6 +114,20 @@ class EntraSettings(BaseSettings):
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
     tls_verify: bool = Field(default=True, description="Verify TLS certificates (keep it on).")
+    cache_url: SecretStr | None = Field(
+        default=None,
+        description="Shared cache for every worker and replica: `redis://` or `rediss://` URL.",
+    )
+    cache_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte AES-GCM keys, comma-separated, newest first (OBO in Redis).",
+    )
+    cache_timeout: float = Field(
+        default=0.05, gt=0, le=5, description="Longest wait for the shared cache per call, s."
+    )
+    cache_l1_ttl: float = Field(
+        default=5.0, ge=0, description="In-process copy of shared entries, s (0 turns L1 off)."
+    )
 
     @field_validator("audiences", "allowed_tenants", "accepted_algorithms", mode="before")
     @classmethod
@@ -174,6 +188,24 @@ class EntraSettings(BaseSettings):
     @classmethod
     def _urls(cls, value: str, info: Any) -> str:
         return _check_base_url(info.field_name, value)
+
+    @field_validator("cache_url")
+    @classmethod
+    def _cache_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("ENTRA_CACHE_URL must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("cache_encryption_key")
+    @classmethod
+    def _cache_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from ._shared_cache import Sealer
+
+            Sealer.from_setting(value.get_secret_value())  # fails at start-up, naming it
+        return value
 
     @field_validator("http_proxy")
     @classmethod
