@@ -180,7 +180,9 @@ class DevIssuer:
         }
         #: Swagger UI's ``initOAuth``: the scopes ticked by default in **Authorize**.
         self.swagger_init_oauth = {"scopes": " ".join(prefix + s for s in scopes)}
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._dispatch))
+        #: Reaches the fake Entra ID and the fake Graph in-process (also for /me/graph).
+        self.transport = httpx.ASGITransport(app=self._dispatch)
+        self.client = httpx.AsyncClient(transport=self.transport)
         self.router = APIRouter(prefix="/_dev", tags=["dev"], dependencies=[Depends(loopback_only)])
         self.router.add_api_route(
             "/token", self.mint, methods=["POST"], response_model=DevTokenResponse

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from ._cache import BoundedTTLCache, SingleFlight
+from ._credentials import ClientCredential, load_credential
 from ._errors import AuthError
 from ._http import FetchError, request_json
 from ._logging import loggable
@@ -71,8 +72,9 @@ class Cause(enum.Enum):
 
     NO_OBJECT_ID = "the token has a groups overage marker but no usable 'oid'"
     NOT_CONFIGURED = (
-        "groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (with the "
-        "GroupMember.Read.All application permission granted)"
+        "groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (or a certificate "
+        "or a federated token file) with the GroupMember.Read.All application permission "
+        "granted, or ENTRA_GROUPS_VIA_OBO"
     )
     BUSY = "too many group look-ups in progress"
     THROTTLED = "Microsoft Graph is throttling this tenant; waiting for its Retry-After"
@@ -136,8 +138,11 @@ class GraphClient:
         observer: AuthObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         budget: float = LOOKUP_BUDGET,
+        credential: ClientCredential | None = None,
     ) -> None:
         self.settings = settings
+        #: The API's client credential (README "Calling downstream APIs"); default: the secret.
+        self.credential = credential if credential is not None else load_credential(settings)
         self.http = http
         self.observer = observer or AuthObserver()
         self._clock = clock
@@ -173,7 +178,7 @@ class GraphClient:
         tid, oid = principal.tenant_id, principal.object_id
         if oid is None or not GUID_RE.fullmatch(oid) or not GUID_RE.fullmatch(tid):
             return self._log(Failure(Cause.NO_OBJECT_ID), tid, oid)
-        if self.settings.client_secret is None:
+        if self.credential is None:
             return self._log(Failure(Cause.NOT_CONFIGURED), tid, oid)
         key = (tid, oid)
         cached = self._groups.get(key)
@@ -293,18 +298,16 @@ class GraphClient:
 
     async def _fetch_app_token(self, tid: str, deadline: float) -> str:
         """Client credentials for Graph in the caller's tenant (the only token request)."""
-        secret = self.settings.client_secret
-        assert secret is not None  # checked before any look-up starts
+        assert self.credential is not None  # checked before any look-up starts
         url = f"{self.settings.authority_host}/{tid}/oauth2/v2.0/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self.settings.client_id,
-            "client_secret": secret.get_secret_value(),
-            "scope": f"{self.settings.graph_url}/.default",
-        }
         attempt = 0
         while True:
             attempt += 1
+            form = {
+                "grant_type": "client_credentials",
+                "scope": f"{self.settings.graph_url}/.default",
+                **self.credential.form_fields(url),  # a fresh client assertion per attempt
+            }
             try:
                 body = await self._call("POST", url, deadline, Endpoint.TOKEN, data=form)
                 break

@@ -34,7 +34,14 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketState
 
 from ._errors import AuthError, ErrorCode
-from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY, log_rejection, missing_token
+from ._middleware import (
+    AUTH_KEY,
+    ERROR_KEY,
+    PRINCIPAL_KEY,
+    bearer_token,
+    log_rejection,
+    missing_token,
+)
 from ._principal import Principal
 
 #: Name of the OpenAPI security scheme every guard belongs to.
@@ -307,7 +314,7 @@ class _Groups(Guard):
             auth = connection.scope.get(AUTH_KEY)
             if auth is None:
                 raise RuntimeError("require_groups needs EntraAuthMiddleware")
-            resolved = await auth.group_ids(principal)
+            resolved = await auth.group_ids(principal, token=bearer_token(connection.scope)[0])
             if not self.groups.isdisjoint(resolved):
                 return
         raise AuthError("missing_group", "The caller is not a member of a group this route needs")

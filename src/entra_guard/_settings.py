@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -143,7 +144,8 @@ class EntraSettings(BaseSettings):
         description="Microsoft Graph endpoint used to resolve groups overage.",
     )
     client_secret: SecretStr | None = Field(
-        default=None, description="Client secret, only needed for groups overage (Graph)."
+        default=None,
+        description="Client secret: for groups overage (Graph) and on-behalf-of calls.",
     )
     clock_skew: int = Field(default=300, ge=0, le=3600, description="Leeway for `exp`/`nbf`, s.")
     allow_acl_tokens: bool = Field(
@@ -191,6 +193,26 @@ class EntraSettings(BaseSettings):
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
     tls_verify: bool = Field(default=True, description="Verify TLS certificates (keep it on).")
+    # Calling downstream APIs on behalf of the caller (README "Calling downstream APIs").
+    client_certificate_path: str | None = Field(
+        default=None,
+        description="PEM file with the API's private key and certificate (client assertion).",
+    )
+    federated_token_file: str | None = Field(
+        default=None,
+        description="Workload identity: file whose content is the client assertion.",
+    )
+    client_capabilities: StrList = Field(
+        default_factory=list,
+        description="Client capabilities declared in on-behalf-of grants (`cp1`: CAE).",
+    )
+    obo_cache_size: int = Field(
+        default=10000, ge=0, description="Cached on-behalf-of tokens (0 disables the cache)."
+    )
+    groups_via_obo: bool = Field(
+        default=False,
+        description="Resolve groups overage with the caller's OBO token (delegated User.Read).",
+    )
     cache_url: SecretStr | None = Field(
         default=None,
         description="Shared cache for every worker and replica: `redis://` or `rediss://` URL.",
@@ -212,6 +234,18 @@ class EntraSettings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("client_capabilities", mode="before")
+    @classmethod
+    def _capabilities(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("client_certificate_path", "federated_token_file")
+    @classmethod
+    def _credential_file(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"ENTRA_{info.field_name.upper()}: no such file {value!r}")
+        return value
 
     @field_validator("accepted_token_versions", mode="before")
     @classmethod
@@ -312,6 +346,13 @@ class EntraSettings(BaseSettings):
                 "ENTRA_AUDIENCES must list at least one non-empty audience "
                 "(leave it unset for the default: client id and api://{client id})"
             )
+        credentials = [
+            f"ENTRA_{name.upper()}"
+            for name in ("client_secret", "client_certificate_path", "federated_token_file")
+            if getattr(self, name) is not None
+        ]
+        if len(credentials) > 1:
+            raise ValueError(f"Set only one client credential, got {' and '.join(credentials)}")
         if (
             self.allowed_tenants
             and not self.multi_tenant
