@@ -49,13 +49,24 @@ def fleet() -> Iterator[tuple[str, FakeEntraID, FakeGraph, RedisServer]]:
             "ENTRA_GRAPH_URL": graph_server.url,
             "ENTRA_CLIENT_SECRET": SECRET,
             "ENTRA_CACHE_URL": redis.url,
+            # 4 workers and 40 client threads share 2 cores here: an event loop can stall
+            # past the 50 ms default, which would (correctly) open the circuit.
+            "ENTRA_CACHE_TIMEOUT": "1",
             "ENTRA_CACHE_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
             "SAMPLE_FINANCE_GROUP_ID": FINANCE,
         }
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "sample_app.main:app",
-                "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS),
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "sample_app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(WORKERS),
             ],
             cwd=ROOT,
             env=env,
@@ -105,7 +116,9 @@ def test_one_graph_lookup_per_user_across_four_workers(
     assert graph.membership_lookups == 20
 
 
-def test_shared_entries_hold_no_token(fleet: tuple[str, FakeEntraID, FakeGraph, RedisServer]) -> None:
+def test_shared_entries_hold_no_token(
+    fleet: tuple[str, FakeEntraID, FakeGraph, RedisServer],
+) -> None:
     url, idp, graph, redis = fleet
     user = "00000000-0000-4000-8000-999999999999"
     graph.set_groups(user, [FINANCE])

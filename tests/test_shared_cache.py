@@ -233,6 +233,8 @@ def test_settings_refuse_bad_cache_configuration() -> None:
         EntraSettings(**base, cache_encryption_key="not base64!")
     with pytest.raises(ValidationError, match="32 bytes"):
         EntraSettings(**base, cache_encryption_key=base64.b64encode(b"short").decode())
+    with pytest.raises(ValidationError, match="ENTRA_CACHE_ENCRYPTION_KEY is required"):
+        EntraSettings(**base, cache_url="redis://127.0.0.1:1/0")
     ok = EntraSettings(**base, cache_url="redis://127.0.0.1:1/0", cache_encryption_key=new_key())
     assert "redis" not in repr(ok) or "**" in repr(ok)  # the URL may hold a password
 

@@ -19,15 +19,13 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
@@ -35,6 +33,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._cache import BoundedTTLCache, SingleFlight
 from ._observer import AuthObserver
+from ._settings import EntraSettings, encryption_keys
 
 logger = logging.getLogger("entra_guard.cache")
 
@@ -193,16 +192,7 @@ class Sealer:
     @classmethod
     def from_setting(cls, value: str) -> Sealer:
         """``ENTRA_CACHE_ENCRYPTION_KEY``: base64 keys, comma-separated, newest first."""
-        keys = []
-        for item in value.split(","):
-            try:
-                keys.append(base64.b64decode(item.strip(), validate=True))
-            except (binascii.Error, ValueError):
-                raise ValueError(
-                    "ENTRA_CACHE_ENCRYPTION_KEY must be base64 of 32 random bytes "
-                    "(comma-separated, newest first)"
-                ) from None
-        return cls(keys)
+        return cls(encryption_keys(value))
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         key_id, aead = self._keys[0]
@@ -243,6 +233,7 @@ class SharedCache:
         sealer: Sealer | None = None,
         sealed: frozenset[str] = frozenset(),
         l1_ttl: float = 5.0,
+        sizes: Mapping[str, int] | None = None,
         lock_wait: float = MAX_LOCK_WAIT,
         observer: AuthObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -261,8 +252,10 @@ class SharedCache:
         self._lock_wait = lock_wait
         self._observer = observer or AuthObserver()
         self._clock = clock
-        # The L1: short-lived copies in front of the backend, or the whole cache without one.
-        self._local: BoundedTTLCache[str, Any] = BoundedTTLCache(L1_SIZE, clock=clock)
+        # The L1, one bounded map per kind: short-lived copies in front of the backend, or
+        # the whole cache without one.
+        self._sizes = dict(sizes or {})
+        self._locals: dict[str, BoundedTTLCache[str, Any]] = {}
         self._flights: SingleFlight[str, Any] = SingleFlight()
         self._open_until: float | None = None
         self._owner = secrets.token_hex(8)
@@ -279,21 +272,41 @@ class SharedCache:
     def key(self, kind: str, key: str) -> str:
         return f"{self._prefix}{kind}:{key}"
 
+    @property
+    def pending(self) -> int:
+        """Look-ups in flight in this process (callers bound it)."""
+        return len(self._flights)
+
+    def _local(self, kind: str) -> BoundedTTLCache[str, Any]:
+        local = self._locals.get(kind)
+        if local is None:
+            size = self._sizes.get(kind, L1_SIZE)
+            local = self._locals[kind] = BoundedTTLCache(size, clock=self._clock)
+        return local
+
+    def forget_local(self, kind: str) -> None:
+        """Drop this process's copies of one kind (the shared entries stay)."""
+        self._locals.pop(kind, None)
+
+    def peek(self, kind: str, key: str) -> Any | None:
+        """The in-process copy only (no I/O): for the hot path."""
+        return self._local(kind).get(self.key(kind, key))
+
     async def get(self, kind: str, key: str) -> Any | None:
         full = self.key(kind, key)
-        local = self._local.get(full)
+        local = self._local(kind).get(full)
         if local is not None:
             return local
         return await self._shared_get(kind, full)
 
     async def set(self, kind: str, key: str, value: Any, ttl: float) -> None:
         full = self.key(kind, key)
-        self._remember(full, value, ttl)
+        self._remember(kind, full, value, ttl)
         await self._shared_set(kind, full, value, ttl)
 
     async def delete(self, kind: str, key: str) -> None:
         full = self.key(kind, key)
-        self._local.pop(full)
+        self._local(kind).pop(full)
         backend = self._usable_backend()
         if backend is not None:
             try:
@@ -304,14 +317,14 @@ class SharedCache:
     async def get_or_compute(self, kind: str, key: str, compute: Compute) -> Any:
         """The cached value, or ``compute()``'s, computed once across the whole fleet."""
         full = self.key(kind, key)
-        local = self._local.get(full)
+        local = self._local(kind).get(full)
         if local is not None:
             return local
         return await self._flights.run(full, lambda: self._fleet_single_flight(kind, full, compute))
 
     async def aclose(self) -> None:
         await self._flights.aclose()
-        self._local.clear()
+        self._locals.clear()
         if self._backend is not None:
             await self._backend.aclose()
 
@@ -334,6 +347,10 @@ class SharedCache:
                 return await self._compute_and_store(kind, full, compute)
             if taken:
                 try:
+                    # The previous holder may have stored it between our read and our lock.
+                    found = await self._shared_get(kind, full)
+                    if found is not None:
+                        return found
                     return await self._compute_and_store(kind, full, compute)
                 finally:
                     try:
@@ -351,7 +368,7 @@ class SharedCache:
     async def _compute_and_store(self, kind: str, full: str, compute: Compute) -> Any:
         value, ttl = await compute()
         if ttl > 0:
-            self._remember(full, value, ttl)
+            self._remember(kind, full, value, ttl)
             await self._shared_set(kind, full, value, ttl)
         return value
 
@@ -366,7 +383,7 @@ class SharedCache:
             self._open_until = None
             # What was learnt while cut off may be stale elsewhere (a step-up on another
             # replica): start again from the shared copy.
-            self._local.clear()
+            self._locals.clear()
             logger.info("shared cache: retrying the backend")
         return self._backend
 
@@ -380,13 +397,13 @@ class SharedCache:
             self._observer.shared_cache_degraded(reason=str(exc))
         self._open_until = self._clock() + CIRCUIT_OPEN_SECONDS
 
-    def _remember(self, full: str, value: Any, ttl: float) -> None:
+    def _remember(self, kind: str, full: str, value: Any, ttl: float) -> None:
         # With a backend the L1 only bridges a few seconds; without one it is the cache.
         local_ttl = min(ttl, self._l1_ttl) if self._backend is not None else ttl
         if self._backend is not None and self.degraded:
             local_ttl = ttl  # the backend is down: this process keeps what it learnt
         if local_ttl > 0:
-            self._local.set(full, value, self._clock() + local_ttl)
+            self._local(kind).set(full, value, self._clock() + local_ttl)
 
     async def _shared_get(self, kind: str, full: str) -> Any | None:
         backend = self._usable_backend()
@@ -401,7 +418,7 @@ class SharedCache:
             return None
         value = self._decode(kind, full, raw)
         if value is not None and self._l1_ttl > 0:
-            self._local.set(full, value, self._clock() + self._l1_ttl)
+            self._local(kind).set(full, value, self._clock() + self._l1_ttl)
         return value
 
     async def _shared_set(self, kind: str, full: str, value: Any, ttl: float) -> None:
@@ -442,7 +459,9 @@ def build_shared_cache(
     timeout: float,
     l1_ttl: float,
     sealed: frozenset[str],
+    sizes: Mapping[str, int] | None = None,
     observer: AuthObserver | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SharedCache:
     """The cache ``EntraAuth`` owns: in-process only without a URL (the default)."""
     backend = RedisBackend(url, timeout=timeout) if url else None
@@ -453,5 +472,35 @@ def build_shared_cache(
         sealer=sealer,
         sealed=sealed if backend is not None else frozenset(),
         l1_ttl=l1_ttl,
+        sizes=sizes,
         observer=observer,
+        clock=clock,
+    )
+
+
+#: Kinds that hold tokens: sealed before they leave the process.
+SEALED_KINDS = frozenset({"obo", "graph-token"})
+
+
+def shared_cache_for(
+    settings: EntraSettings, observer: AuthObserver, clock: Callable[[], float]
+) -> SharedCache:
+    """The cache ``EntraAuth`` owns, from ``ENTRA_CACHE_*`` (README "Settings")."""
+    url = settings.cache_url.get_secret_value() if settings.cache_url else None
+    key = settings.cache_encryption_key
+    return build_shared_cache(
+        settings.client_id,
+        url=url,
+        encryption_key=key.get_secret_value() if key else None,
+        timeout=settings.cache_timeout,
+        l1_ttl=settings.cache_l1_ttl,
+        sealed=SEALED_KINDS,
+        sizes={
+            "groups": settings.groups_cache_size,
+            "obo": settings.obo_cache_size,
+            "graph-token": 1024,
+            "graph-throttle": 1024,
+        },
+        observer=observer,
+        clock=clock,
     )
