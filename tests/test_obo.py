@@ -444,7 +444,7 @@ async def test_no_token_in_logs_bodies_or_exceptions(caplog: pytest.LogCaptureFi
                 lambda: built.graph.cae_challenge(times=2),
             ):
                 built.idp.recover_obo()
-                built.auth.obo._tokens.clear()
+                built.auth.cache.forget_local("obo")
                 provoke()
                 response = await built.client.get("/graph/me", headers=bearer(token))
                 seen += [response.text, str(response.headers)]

@@ -27,6 +27,7 @@ from ._observer import AuthObserver
 from ._pools import DownstreamClients
 from ._principal import Principal
 from ._settings import EntraSettings
+from ._shared_cache import shared_cache_for
 from ._token_cache import VerifiedTokenCache
 from ._validation import TokenValidator
 
@@ -76,9 +77,16 @@ class EntraAuth:
         #: The API's own client credential (README "Calling downstream APIs"); fails here,
         #: at start-up, when its setting is broken.
         self.credential = load_credential(self.settings, clock=self.validator.now)
+        #: Everything worth sharing between workers and replicas: memberships, Graph app
+        #: tokens, on-behalf-of tokens (README "Running several workers and replicas").
+        self.cache = shared_cache_for(self.settings, self.observer, self.validator.now)
         #: Resolves groups overage through Microsoft Graph (only used by group guards).
         self.graph = GraphClient(
-            self.settings, self.http, observer=self.observer, credential=self.credential
+            self.settings,
+            self.http,
+            observer=self.observer,
+            credential=self.credential,
+            cache=self.cache,
         )
         #: On-behalf-of tokens for downstream APIs, and the pooled clients that send them.
         self.obo = OboClient(
@@ -87,6 +95,7 @@ class EntraAuth:
             self.credential,
             clock=self.validator.now,
             observer=self.observer,
+            cache=self.cache,
         )
         self.downstream = DownstreamClients(self.settings)
         #: Groups overage with the caller's OBO token (``ENTRA_GROUPS_VIA_OBO``).
@@ -185,6 +194,7 @@ class EntraAuth:
         await self.obo.aclose()
         await self.graph.aclose()
         await self.metadata.aclose()
+        await self.cache.aclose()
         self._verified.clear()
         if self._owns_client:
             await self.http.aclose()

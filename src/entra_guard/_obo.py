@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from ._cache import BoundedTTLCache, SingleFlight
+from ._cache import SingleFlight
 from ._credentials import ClientCredential
 from ._errors import AuthError
 from ._http import MAX_RESPONSE_BYTES, retry_after_seconds
@@ -40,6 +40,7 @@ from ._logging import loggable
 from ._observer import AuthObserver
 from ._principal import Principal
 from ._settings import EntraSettings
+from ._shared_cache import SharedCache
 
 logger = logging.getLogger("entra_guard.obo")
 
@@ -136,6 +137,10 @@ def normalize_scopes(scopes: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(sorted(set(items)))
 
 
+def _cache_key(digest: bytes, scopes: tuple[str, ...]) -> str:
+    return f"{digest.hex()}:{' '.join(scopes)}"
+
+
 class OboClient:
     """Acquires and caches on-behalf-of tokens for one ``EntraAuth`` (built and closed by it)."""
 
@@ -147,16 +152,23 @@ class OboClient:
         *,
         clock: Callable[[], float] = time.time,
         observer: AuthObserver | None = None,
+        cache: SharedCache | None = None,
     ) -> None:
         self.settings = settings
         self.http = http
         self.credential = credential
         self.observer = observer or AuthObserver()
         self._clock = clock
-        #: (sha256 of the incoming token, sorted scopes) -> downstream token
-        self._tokens: BoundedTTLCache[tuple[bytes, tuple[str, ...]], str] = BoundedTTLCache(
-            settings.obo_cache_size, clock=clock
+        #: (sha256 of the incoming token, sorted scopes) -> downstream token; sealed when
+        #: shared (README "Running several workers and replicas").
+        self.cache = (
+            cache
+            if cache is not None
+            else SharedCache(
+                settings.client_id, None, sizes={"obo": settings.obo_cache_size}, clock=clock
+            )
         )
+        self._owns_cache = cache is None
         self._grants: SingleFlight[tuple[bytes, tuple[str, ...], str | None], str] = SingleFlight()
         #: Grants sent to the token endpoint (for tests and metrics).
         self.grants = 0
@@ -173,7 +185,7 @@ class OboClient:
     ) -> str:
         """The downstream token for ``principal`` (whose token is ``token``)."""
         started = time.perf_counter()
-        cached = claims is None and self._tokens.get((digest, scopes)) is not None
+        cached = claims is None and self.cache.peek("obo", _cache_key(digest, scopes)) is not None
         try:
             access = await self._acquire(token, digest, principal, scopes, claims=claims)
         except AuthError as exc:
@@ -200,8 +212,8 @@ class OboClient:
                 "app-only tokens cannot be exchanged",
             )
         if claims is None:
-            cached = self._tokens.get((digest, scopes))
-            if cached is not None:
+            cached = await self.cache.get("obo", _cache_key(digest, scopes))
+            if isinstance(cached, str):
                 return cached
         merged = merge_claims(claims, self.settings.client_capabilities)
         if isinstance(token, bytes):
@@ -221,7 +233,8 @@ class OboClient:
 
     async def aclose(self) -> None:
         await self._grants.aclose()
-        self._tokens.clear()
+        if self._owns_cache:
+            await self.cache.aclose()
 
     # -- the grant -----------------------------------------------------------------
 
@@ -257,7 +270,7 @@ class OboClient:
             self.grants += 1
             status, body, retry_after = await self._post(endpoint, form, deadline)
             if status == 200:
-                return self._accept(body, digest, scopes, principal)
+                return await self._accept(body, digest, scopes, principal)
             if status is not None and status != 429 and status < 500:
                 raise self._refusal(status, body, token, principal, scopes)
             wait = retry_after if retry_after is not None else 0.25 * attempt
@@ -305,7 +318,7 @@ class OboClient:
             parsed = None
         return status, parsed, retry_after
 
-    def _accept(
+    async def _accept(
         self, body: Any, digest: bytes, scopes: tuple[str, ...], principal: Principal
     ) -> str:
         access = body.get("access_token") if isinstance(body, dict) else None
@@ -320,7 +333,7 @@ class OboClient:
             lifetime = 3599.0
         lifetime = min(lifetime, MAX_LIFETIME)
         if lifetime > RENEW_MARGIN:
-            self._tokens.set((digest, scopes), access, self._clock() + lifetime - RENEW_MARGIN)
+            await self.cache.set("obo", _cache_key(digest, scopes), access, lifetime - RENEW_MARGIN)
         logger.debug(
             "on-behalf-of token acquired: tid=%s oid=%s scopes=%s",
             loggable(principal.tenant_id),

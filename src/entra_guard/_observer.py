@@ -76,6 +76,9 @@ class AuthObserver:
     def groups_cache(self, *, hit: bool) -> None:
         """A groups overage look-up was answered from cache (``hit``) or not."""
 
+    def shared_cache_degraded(self, *, reason: str) -> None:
+        """The shared cache backend (Redis) failed: working in-process for a while."""
+
 
 class CompositeObserver(AuthObserver):
     """Send every event to each of ``observers`` in turn (e.g. metrics + tracing)."""
@@ -132,3 +135,7 @@ class CompositeObserver(AuthObserver):
     def groups_cache(self, *, hit: bool) -> None:
         for observer in self.observers:
             observer.groups_cache(hit=hit)
+
+    def shared_cache_degraded(self, *, reason: str) -> None:
+        for observer in self.observers:
+            observer.shared_cache_degraded(reason=reason)

@@ -6,6 +6,8 @@ typo never turns into a confusing 401 at request time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 import os
@@ -64,6 +66,24 @@ def _check_base_url(name: str, value: str) -> str:
 AUTH_CONTEXT_ID_RE = re.compile(r"^c[1-9][0-9]?$")
 #: Characters that could break out of a header value or a quoted-string (and ``"``, ``\\``).
 _UNSAFE_RE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def encryption_keys(value: str) -> list[bytes]:
+    """``ENTRA_CACHE_ENCRYPTION_KEY``: base64 of 32 random bytes, comma-separated, newest
+    first (README "Running several workers and replicas")."""
+    keys = []
+    for item in value.split(","):
+        try:
+            key = base64.b64decode(item.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                "ENTRA_CACHE_ENCRYPTION_KEY must be base64 of 32 random bytes "
+                "(comma-separated, newest first)"
+            ) from None
+        if len(key) != 32:
+            raise ValueError("ENTRA_CACHE_ENCRYPTION_KEY: each key must be 32 bytes, base64")
+        keys.append(key)
+    return keys
 
 
 def check_label(what: str, value: str, *, max_length: int = 100) -> str:
@@ -215,6 +235,20 @@ class EntraSettings(SettingsBase):
         default=False,
         description="Resolve groups overage with the caller's OBO token (delegated User.Read).",
     )
+    cache_url: SecretStr | None = Field(
+        default=None,
+        description="Shared cache for every worker and replica: `redis://` or `rediss://` URL.",
+    )
+    cache_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte AES-GCM keys, comma-separated, newest first (OBO in Redis).",
+    )
+    cache_timeout: float = Field(
+        default=0.05, gt=0, le=5, description="Longest wait for the shared cache per call, s."
+    )
+    cache_l1_ttl: float = Field(
+        default=5.0, ge=0, description="In-process copy of shared entries, s (0 turns L1 off)."
+    )
 
     @field_validator(
         "audiences", "allowed_tenants", "allowed_client_apps", "accepted_algorithms", mode="before"
@@ -290,6 +324,22 @@ class EntraSettings(SettingsBase):
     def _urls(cls, value: str, info: Any) -> str:
         return _check_base_url(info.field_name, value)
 
+    @field_validator("cache_url")
+    @classmethod
+    def _cache_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("ENTRA_CACHE_URL must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("cache_encryption_key")
+    @classmethod
+    def _cache_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            encryption_keys(value.get_secret_value())  # fails at start-up, naming it
+        return value
+
     @field_validator("http_proxy")
     @classmethod
     def _proxy(cls, value: str | None) -> str | None:
@@ -309,6 +359,12 @@ class EntraSettings(SettingsBase):
 
     @model_validator(mode="after")
     def _defaults(self) -> EntraSettings:
+        if self.cache_url is not None and self.cache_encryption_key is None:
+            raise ValueError(
+                "ENTRA_CACHE_ENCRYPTION_KEY is required with ENTRA_CACHE_URL: Graph app tokens "
+                "and on-behalf-of tokens are sealed before they reach the shared cache "
+                '(python -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())")'
+            )
         if self.audiences is None:
             object.__setattr__(self, "audiences", [self.client_id, f"api://{self.client_id}"])
         elif not self.audiences or any(not a.strip() for a in self.audiences):

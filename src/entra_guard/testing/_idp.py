@@ -9,6 +9,7 @@ failure injection let tests prove caching, single-flight and outage handling.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import threading
@@ -63,13 +64,23 @@ class FakeKey:
     @classmethod
     def generate(cls, kid: str | None = None, bits: int = 2048) -> FakeKey:
         private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        numbers = private.public_key().public_numbers()
-        kid = kid or b64url_encode(secrets.token_bytes(15))
         pem = private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        return cls.from_pem(pem, kid)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, kid: str | None = None) -> FakeKey:
+        """The key pair of an unencrypted PEM private key (e.g. shared by several workers);
+        ``kid`` defaults to a digest of the public key, so every process agrees on it."""
+        private = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise ValueError("FakeKey needs an RSA private key")
+        numbers = private.public_key().public_numbers()
+        if kid is None:
+            kid = b64url_encode(hashlib.sha256(str(numbers.n).encode()).digest()[:15])
         jwk = {
             "kty": "RSA",
             "use": "sig",
