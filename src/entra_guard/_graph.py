@@ -348,13 +348,27 @@ class GraphClient:
         ok = False
         try:
             async with asyncio.timeout(remaining):
-                result = await request_json(self.http, method, url, **kwargs)
+                on_response = self._charged if endpoint is Endpoint.GRAPH else None
+                result = await request_json(
+                    self.http, method, url, on_response=on_response, **kwargs
+                )
             ok = True
             return result
         except TimeoutError:
             raise _LookupFailed(Failure(Cause.TIMEOUT, endpoint, retry_after=5)) from None
         finally:
             self.observer.graph_call(ok=ok, seconds=time.perf_counter() - started)
+
+    def _charged(self, response: httpx.Response) -> None:
+        """Graph's throttling signals, for the metrics (README "Metrics")."""
+        units: float | None
+        try:
+            units = float(response.headers.get("x-ms-resource-unit", ""))
+        except ValueError:
+            units = None
+        if units is not None and not (0 <= units < 1e6):
+            units = None
+        self.observer.graph_response(status=response.status_code, resource_units=units)
 
     async def _pause_or_fail(
         self, exc: FetchError, tid: str, attempt: int, deadline: float, endpoint: Endpoint

@@ -79,6 +79,10 @@ class AuthObserver:
     def shared_cache_degraded(self, *, reason: str) -> None:
         """The shared cache backend (Redis) failed: working in-process for a while."""
 
+    def graph_response(self, *, status: int, resource_units: float | None) -> None:
+        """Microsoft Graph answered (``status``; 429 is throttling) and charged
+        ``resource_units`` (its ``x-ms-resource-unit`` header) against the app's budget."""
+
 
 class CompositeObserver(AuthObserver):
     """Send every event to each of ``observers`` in turn (e.g. metrics + tracing)."""
@@ -139,3 +143,7 @@ class CompositeObserver(AuthObserver):
     def shared_cache_degraded(self, *, reason: str) -> None:
         for observer in self.observers:
             observer.shared_cache_degraded(reason=reason)
+
+    def graph_response(self, *, status: int, resource_units: float | None) -> None:
+        for observer in self.observers:
+            observer.graph_response(status=status, resource_units=resource_units)

@@ -62,6 +62,8 @@ class FakeGraph:
         self.idp = idp
         #: object id (user or service principal, lower-case) -> transitive group ids
         self.memberships: dict[str, list[str]] = {}
+        #: ``x-ms-throttle-priority`` of the requests received, with how often
+        self.priorities: Counter[str] = Counter()
         self.hits: Counter[str] = Counter()
         #: membership look-ups started (first pages)
         self.membership_lookups = 0
@@ -103,6 +105,7 @@ class FakeGraph:
         """Forget faults, counters and memberships."""
         self._fault = None
         self.hits.clear()
+        self.priorities.clear()
         self.tokens_used.clear()
         self.membership_lookups = 0
         self.memberships.clear()
@@ -121,6 +124,7 @@ class FakeGraph:
         """Count, authenticate the app token, then apply an injected fault."""
         with self._lock:
             self.hits[request.url.path] += 1
+            self.priorities[request.headers.get("x-ms-throttle-priority", "")] += 1
         if self.response_delay:
             await asyncio.sleep(self.response_delay)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -145,6 +149,8 @@ class FakeGraph:
         if fault is None:
             return None
         headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+        if fault.status == 429:  # as Graph's identity service answers a throttled app
+            headers["x-ms-throttle-scope"] = f"Tenant_Application/Read/{_tenant}"
         return _error(fault.status, "injected", "Injected failure.", headers)
 
     async def _groups_of(self, request: Request) -> list[str] | Response:
@@ -183,7 +189,9 @@ class FakeGraph:
             body["@odata.nextLink"] = (
                 f"{base}{request.url.path}?$select=id&$top={top}&$skiptoken={skip + top}"
             )
-        return JSONResponse(body)
+        # transitiveMemberOf costs 2 resource units, 1 with $select (Graph throttling docs).
+        units = "1" if "$select" in query else "2"
+        return JSONResponse(body, headers={"x-ms-resource-unit": units})
 
     # -- delegated calls with on-behalf-of tokens (README "Calling downstream APIs") --
 
