@@ -124,3 +124,21 @@ def test_installed_versions(req: Requirement) -> None:
 
 def test_section_says_how_to_run_it() -> None:
     assert "`make test-min`" in README.split("## Supported versions", 1)[1]
+
+
+def test_dependency_instances_carry_real_annotations() -> None:
+    """FastAPI < 0.123.7 reads a callable instance's annotations as written: a string
+    ``"HTTPConnection"`` (``from __future__ import annotations``) becomes a query parameter
+    or a start-up error, so these modules keep real annotations."""
+    import inspect
+
+    from starlette.requests import HTTPConnection
+
+    from entra_guard import Guard, downstream_client, downstream_token
+
+    for dependency in (Guard.__call__, type(downstream_token("s")).__call__):
+        annotation = inspect.signature(dependency).parameters["connection"].annotation
+        assert annotation is HTTPConnection, dependency
+    client = downstream_client("https://api.test", scopes=["https://api.test/.default"])
+    annotation = inspect.signature(type(client).__call__).parameters["connection"].annotation
+    assert annotation is HTTPConnection

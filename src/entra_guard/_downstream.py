@@ -16,7 +16,8 @@ challenge becomes 401 ``insufficient_claims`` for the caller, who signs in
 again with the claims.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: FastAPI before 0.123.7 does not
+# resolve string annotations of a callable instance (README "Supported versions").
 
 import re
 from collections.abc import AsyncGenerator, Generator, Sequence
