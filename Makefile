@@ -6,6 +6,8 @@ VENV_MIN ?= .venv-min
 UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# make run WORKERS=4: several uvicorn workers (they share the dev issuer's key via .dev/).
+WORKERS ?= 1
 
 .PHONY: install test test-min lint format typecheck run bench fuzz clean
 
@@ -65,7 +67,8 @@ run: install
 	ENTRA_AUTH_CONTEXTS=$${ENTRA_AUTH_CONTEXTS:-'{"approve-payment":"c1"}'} \
 	ENTRA_RESOURCE_METADATA=$${ENTRA_RESOURCE_METADATA:-true} \
 	SAMPLE_REPORTS_CLIENT_APPS=$${SAMPLE_REPORTS_CLIENT_APPS:-44444444-4444-4444-4444-444444444444} \
-	$(VENV)/bin/uvicorn sample_app.main:app --host $(HOST) --port $(PORT) --h11-max-incomplete-event-size 65536
+	$(VENV)/bin/uvicorn sample_app.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+		--h11-max-incomplete-event-size 65536
 
 # Benchmarks (see bench/__main__.py): wrk from Debian when missing (else a
 # Python load generator); server venvs bench/.venv-server (entra-guard) and bench/.venv-peer

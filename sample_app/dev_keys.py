@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -51,35 +52,63 @@ def shared_signing_key(folder: Path = DEFAULT_DIR) -> bytes:
     return path.read_bytes()
 
 
-class SharedMemberships:
-    """``object id -> group ids`` on disk, for the dev Graph of every worker."""
+class SharedMemberships(MutableMapping[str, list[str]]):
+    """``object id -> group ids`` on disk, for the dev Graph of every worker (bounded:
+    the oldest users are forgotten beyond ``MAX_MEMBERSHIP_FILES``)."""
 
     def __init__(self, folder: Path = DEFAULT_DIR) -> None:
         self.folder = folder / "memberships"
 
-    def set(self, object_id: str, groups: list[str]) -> None:
+    def __setitem__(self, object_id: str, groups: list[str]) -> None:
         if not _OBJECT_ID.fullmatch(object_id):
             raise ValueError("object id must be a lower-case GUID")
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = self.folder / f"{object_id}.json"
         with tempfile.NamedTemporaryFile("w", dir=self.folder, delete=False) as tmp:
-            json.dump(groups, tmp)
-        os.replace(tmp.name, target)
+            json.dump(list(groups), tmp)
+        os.replace(tmp.name, self.folder / f"{object_id}.json")
         self._prune()
 
-    def get(self, object_id: str) -> list[str] | None:
+    def __getitem__(self, object_id: str) -> list[str]:
         if not _OBJECT_ID.fullmatch(object_id):
-            return None
+            raise KeyError(object_id)
         try:
             value = json.loads((self.folder / f"{object_id}.json").read_text())
         except (FileNotFoundError, ValueError):
-            return None
-        return [g for g in value if isinstance(g, str)] if isinstance(value, list) else None
+            raise KeyError(object_id) from None
+        if not isinstance(value, list):
+            raise KeyError(object_id)
+        return [g for g in value if isinstance(g, str)]
+
+    def __delitem__(self, object_id: str) -> None:
+        if not _OBJECT_ID.fullmatch(object_id):
+            raise KeyError(object_id)
+        try:
+            (self.folder / f"{object_id}.json").unlink()
+        except FileNotFoundError:
+            raise KeyError(object_id) from None
+
+    def __iter__(self) -> Iterator[str]:
+        """Oldest first."""
+        return iter(f.stem for f in self._files())
+
+    def __len__(self) -> int:
+        return len(self._files())
+
+    def _files(self) -> list[Path]:
+        try:
+            files = list(self.folder.glob("*.json"))
+        except FileNotFoundError:
+            return []
+        return sorted(files, key=_mtime)
 
     def _prune(self) -> None:
-        files = list(self.folder.glob("*.json"))
-        if len(files) <= MAX_MEMBERSHIP_FILES:
-            return
-        files.sort(key=lambda f: f.stat().st_mtime)
-        for old in files[: len(files) - MAX_MEMBERSHIP_FILES]:
+        files = self._files()
+        for old in files[: max(0, len(files) - MAX_MEMBERSHIP_FILES)]:
             old.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -131,3 +131,101 @@ def test_shared_entries_hold_no_token(
         value = redis.get(key) or b""
         for secret in secrets:
             assert secret.encode() not in key and secret.encode() not in value
+
+
+def test_dev_mode_with_four_workers_accepts_a_token_from_any_worker(tmp_path: Path) -> None:
+    """``make run WORKERS=4``: every worker signs with the key in ``.dev/`` and reads the
+    overage memberships registered there, whichever worker minted the token."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA_", "SAMPLE_"))}
+    env |= {
+        "ENTRA_DEV_MODE": "1",
+        "ENTRA_TENANT_ID": "11111111-1111-1111-1111-111111111111",
+        "ENTRA_CLIENT_ID": "22222222-2222-2222-2222-222222222222",
+        "SAMPLE_FINANCE_GROUP_ID": FINANCE,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "sample_app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+        ],
+        cwd=tmp_path,  # .dev/ is made here
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "uvicorn --workers 4 exited"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        tokens = []
+        for _ in range(8):  # new connections: minted by several workers
+            minted = httpx.post(
+                f"{url}/_dev/token",
+                json={"scopes": ["Items.Read"], "groups": [FINANCE], "overage": True},
+                timeout=30,
+            )
+            assert minted.status_code == 200, minted.text
+            tokens.append(minted.json()["access_token"])
+
+        def call(token: str) -> int:
+            with httpx.Client(timeout=30) as client:
+                return client.get(f"{url}/finance", headers=bearer(token)).status_code
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            assert set(pool.map(call, tokens * 8)) == {200}
+        assert (tmp_path / ".dev" / "dev-signing-key.pem").exists()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_redis_killed_mid_load_costs_no_request(
+    fleet: tuple[str, FakeEntraID, FakeGraph, RedisServer],
+) -> None:
+    """Redis dies while requests flow, then comes back: every answer stays right (a
+    member gets 200, a non-member 403), none is a 5xx."""
+    url, idp, graph, redis = fleet
+    members = [f"10000000-0000-4000-8000-{i:012d}" for i in range(6)]
+    outsiders = [f"20000000-0000-4000-8000-{i:012d}" for i in range(6)]
+    for user in members:
+        graph.set_groups(user, [FINANCE])
+    for user in outsiders:
+        graph.set_groups(user, [])
+    calls = [(idp.token(object_id=u, overage=True), 200) for u in members] + [
+        (idp.token(object_id=u, overage=True), 403) for u in outsiders
+    ]
+
+    def call(item: tuple[str, int]) -> tuple[int, int]:
+        with httpx.Client(timeout=30) as client:
+            status = client.get(f"{url}/finance", headers=bearer(item[0])).status_code
+            return status, item[1]
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        first = pool.map(call, calls[:6] * 3)
+        redis.stop()  # mid-load
+        during = list(pool.map(call, calls * 3))
+        redis.start()
+        time.sleep(6)  # the circuit closes again after 5 s
+        after = list(pool.map(call, calls * 2))
+    for got, wanted in [*first, *during, *after]:
+        assert got == wanted

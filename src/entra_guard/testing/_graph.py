@@ -22,7 +22,7 @@ import base64
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -58,10 +58,15 @@ class FakeGraph:
 
     __test__ = False
 
-    def __init__(self, idp: FakeEntraID) -> None:
+    def __init__(
+        self, idp: FakeEntraID, *, memberships: MutableMapping[str, list[str]] | None = None
+    ) -> None:
         self.idp = idp
-        #: object id (user or service principal, lower-case) -> transitive group ids
-        self.memberships: dict[str, list[str]] = {}
+        #: object id (user or service principal, lower-case) -> transitive group ids; pass
+        #: your own mapping to share them (e.g. between the workers of a dev server)
+        self.memberships: MutableMapping[str, list[str]] = (
+            memberships if memberships is not None else {}
+        )
         #: ``x-ms-throttle-priority`` of the requests received, with how often
         self.priorities: Counter[str] = Counter()
         self.hits: Counter[str] = Counter()
