@@ -45,7 +45,7 @@ $(VENV_MIN)/.installed: pyproject.toml
 
 test-min: $(VENV_MIN)/.installed
 	$(VENV_MIN)/bin/uv pip list --python $(VENV_MIN)/bin/python
-	ENTRA_GUARD_LOWEST_VERSIONS=1 $(VENV_MIN)/bin/python -m pytest -q
+	ENTRA_GUARD_LOWEST_VERSIONS=1 $(VENV_MIN)/bin/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check src tests sample_app bench examples
