@@ -488,7 +488,15 @@ def test_readme_lists_every_instrument(telemetry: Telemetry) -> None:
     observer.graph_call(ok=True, seconds=0.1)
     observer.groups_cache(hit=True)
     observer.obo_acquire(cached=True, ok=True, code=None, seconds=0.001)
-    emitted = {name for name, _ in telemetry.metrics()}
+    observer.graph_response(status=429, resource_units=None)
+    observer.graph_response(status=200, resource_units=2.0)
+    observer.shared_cache_degraded(reason="TimeoutError")
+    points = telemetry.metrics()
+    assert value(points, "entra_guard.graph.responses", status="429") == 1
+    assert value(points, "entra_guard.graph.responses", status="2xx") == 1
+    assert value(points, "entra_guard.graph.resource_units") == 2.0
+    assert value(points, "entra_guard.shared_cache.degraded") == 1
+    emitted = {name for name, _ in points}
     documented = {row[0].strip("`") for row in table_after("otel-metrics-table")}
     assert documented == emitted
 

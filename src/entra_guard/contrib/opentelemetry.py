@@ -69,6 +69,7 @@ AUTH_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _Attrs = Mapping[str, str | bool]
+STATUS = "entra_guard.status"
 # Built once: the metric calls on the request path allocate nothing of their own.
 _BY_CACHED: dict[bool, _Attrs] = {True: {CACHED: True}, False: {CACHED: False}}
 _BY_HIT: dict[bool, _Attrs] = {True: {RESULT: "hit"}, False: {RESULT: "miss"}}
@@ -142,6 +143,10 @@ class OpenTelemetryObserver(AuthObserver):
         self.graph_calls_total = _Tally(_BY_OK)
         self.groups_cache_total = _Tally(_BY_HIT)
         self.obo_acquisitions_total = _Tally(_OBO)
+        self.graph_responses_total: _Tally[str] = _Tally()
+        self.shared_cache_degraded_total: _Tally[bool] = _Tally({True: {}})
+        #: Resource units Graph charged (a sum, not a count).
+        self.graph_resource_units = 0.0
         for name, unit, description, tally in (
             ("authenticated", "{token}", "Tokens accepted.", self.authenticated_total),
             ("rejected", "{request}", "Requests refused, by error code.", self.rejected_total),
@@ -171,10 +176,28 @@ class OpenTelemetryObserver(AuthObserver):
                 "On-behalf-of tokens acquired.",
                 self.obo_acquisitions_total,
             ),
+            (
+                "graph.responses",
+                "{response}",
+                "Microsoft Graph answers to groups look-ups, by status class (429: throttled).",
+                self.graph_responses_total,
+            ),
+            (
+                "shared_cache.degraded",
+                "{outage}",
+                "Times the shared cache (Redis) failed and the process went in-process.",
+                self.shared_cache_degraded_total,
+            ),
         ):
             meter.create_observable_counter(
                 f"entra_guard.{name}", [tally.observe], unit, description
             )
+        meter.create_observable_counter(
+            "entra_guard.graph.resource_units",
+            [self._resource_units],
+            "{unit}",
+            "Resource units Graph charged (x-ms-resource-unit) against the app's budget.",
+        )
         self.authentication_duration = meter.create_histogram(
             "entra_guard.authentication.duration",
             "s",
@@ -291,6 +314,18 @@ class OpenTelemetryObserver(AuthObserver):
 
     def groups_cache(self, *, hit: bool) -> None:
         self.groups_cache_total.add(hit, _BY_HIT[hit])
+
+    def graph_response(self, *, status: int, resource_units: float | None) -> None:
+        label = "429" if status == 429 else f"{status // 100}xx" if 100 <= status < 600 else "other"
+        self.graph_responses_total.add(label, {STATUS: label})
+        if resource_units is not None:
+            self.graph_resource_units += resource_units
+
+    def shared_cache_degraded(self, *, reason: str) -> None:
+        self.shared_cache_degraded_total.add(True, {})
+
+    def _resource_units(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self.graph_resource_units)]
 
     def obo_acquire(self, *, cached: bool, ok: bool, code: str | None, seconds: float) -> None:
         attributes: dict[str, str | bool] = {CACHED: cached}
