@@ -1,0 +1,95 @@
+"""Several authorities on one API: route each token to the ``EntraAuth`` that issued it.
+
+``EntraAuthMiddleware(app, auth=[workforce, external_id, b2c])``. The token's
+*unverified* ``iss`` only chooses which ``EntraAuth`` looks at it; that one
+then validates everything (signature with its own keys, issuer, audience,
+...). Lying in ``iss`` gains nothing: the token is checked against the keys
+of the authority it names. No authority claims the issuer: 401
+``invalid_issuer``. README "Several authorities on one API".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._errors import AuthError
+
+if TYPE_CHECKING:
+    from ._auth import EntraAuth
+    from ._principal import Principal
+
+
+def unverified_issuer_and_tenant(token: str) -> tuple[str | None, str | None]:
+    """``iss`` and ``tid`` of a token's payload, for routing only (never trusted)."""
+    from ._validation import decode_json_segment
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None, None
+    try:
+        claims = decode_json_segment(parts[1], "payload")
+    except AuthError:
+        return None, None
+    iss, tid = claims.get("iss"), claims.get("tid")
+    return (
+        iss if isinstance(iss, str) else None,
+        tid if isinstance(tid, str) else None,
+    )
+
+
+class AuthorityRouter:
+    """Chooses the ``EntraAuth`` for a token by its issuer; the middleware's door."""
+
+    def __init__(self, auths: Sequence[EntraAuth]) -> None:
+        if not auths:
+            raise ValueError("EntraAuthMiddleware needs at least one EntraAuth")
+        self.auths = tuple(auths)
+
+    @property
+    def primary(self) -> EntraAuth:
+        return self.auths[0]
+
+    async def route(self, token: str) -> EntraAuth:
+        """The ``EntraAuth`` whose metadata issuer matches the token's ``iss``."""
+        if len(self.auths) == 1:
+            return self.auths[0]
+        iss, tid = unverified_issuer_and_tenant(token)
+        if iss is None:
+            # Malformed or issuer-less: let the first authority say precisely why.
+            return self.auths[0]
+        issuers = await asyncio.gather(
+            *(auth.known_issuers() for auth in self.auths), return_exceptions=True
+        )
+        unavailable: BaseException | None = None
+        for auth, known in zip(self.auths, issuers, strict=True):
+            if isinstance(known, BaseException):
+                unavailable = unavailable or known
+                continue
+            if _issuer_matches(iss, tid, known):
+                return auth
+        if isinstance(unavailable, AuthError):
+            raise unavailable  # an authority we could not ask may be the right one: 503
+        raise AuthError(
+            "invalid_issuer",
+            "The token's issuer is not one of this API's authorities",
+            reason="unknown_authority",
+        )
+
+    async def authenticate(self, token: str) -> tuple[EntraAuth, Principal]:
+        auth = await self.route(token)
+        return auth, await auth.authenticate(token)
+
+    def __iter__(self) -> Any:
+        return iter(self.auths)
+
+
+def _issuer_matches(iss: str, tid: str | None, known: Sequence[str]) -> bool:
+    for template in known:
+        if "{tenantid}" in template:
+            if tid is not None and template.replace("{tenantid}", tid) == iss:
+                return True
+        elif template == iss:
+            return True
+    return False
