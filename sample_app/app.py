@@ -1,6 +1,7 @@
 """Demo API: every entra-guard feature on one small FastAPI app.
 
-Configured only by the environment (``ENTRA_*`` and ``SAMPLE_FINANCE_GROUP_ID``).
+Configured only by the environment (``ENTRA_*``, ``SAMPLE_FINANCE_GROUP_ID`` and
+``SAMPLE_REPORTS_CLIENT_APPS``).
 
 | route          | guard                                                             |
 |----------------|-------------------------------------------------------------------|
@@ -10,6 +11,8 @@ Configured only by the environment (``ENTRA_*`` and ``SAMPLE_FINANCE_GROUP_ID``)
 | POST /items    | scope Items.Write                                                 |
 | GET /admin     | app role Admin                                                    |
 | GET /finance   | group SAMPLE_FINANCE_GROUP_ID (overage resolved through Graph)    |
+| POST /payments/approve | auth context `approve-payment` (ENTRA_AUTH_CONTEXTS)     |
+| GET /reports   | client apps in SAMPLE_REPORTS_CLIENT_APPS (comma separated)       |
 | WS /ws/items   | same as GET /items                                                |
 | GET /metrics   | none: Prometheus metrics (when prometheus-client is installed)    |
 """
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from fastapi import Body, Depends, FastAPI, Response, Security, WebSocket
+from starlette.requests import HTTPConnection
 
 from entra_guard import (
     AuthError,
@@ -31,13 +35,17 @@ from entra_guard import (
     EntraAuthMiddleware,
     EntraRoute,
     EntraSettings,
+    ErrorCode,
     Guard,
     Principal,
+    require_auth_context,
+    require_client_apps,
     require_groups,
     require_principal,
     require_roles,
     require_scopes,
     require_scopes_or_app_roles,
+    serve_swagger_ui,
     setup_openapi,
 )
 
@@ -54,13 +62,45 @@ admin = require_roles("Admin")
 class _Unconfigured(Guard):
     """/finance when SAMPLE_FINANCE_GROUP_ID is not set: nobody gets in."""
 
-    async def check(self, principal: Principal, scope: object) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         raise AuthError("missing_group", "SAMPLE_FINANCE_GROUP_ID is not configured")
 
 
 def finance_guard(group_id: str | None = None) -> Guard:
     group = (group_id or os.environ.get("SAMPLE_FINANCE_GROUP_ID", "")).strip()
     return require_groups(group) if group else _Unconfigured()
+
+
+class _Refuse(Guard):
+    """A route whose requirement is not configured: nobody gets in (fail closed)."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        self.code: ErrorCode = code
+        self.detail = detail
+
+    async def check(self, principal: Principal, connection: object) -> None:
+        raise AuthError(self.code, self.detail)
+
+
+#: The authentication context name POST /payments/approve asks for (``make run`` maps it).
+PAYMENT_CONTEXT = "approve-payment"
+
+
+def payments_guard(settings: EntraSettings) -> Guard:
+    """Step-up for POST /payments/approve, when ENTRA_AUTH_CONTEXTS maps the name."""
+    if PAYMENT_CONTEXT in settings.auth_contexts:
+        return require_auth_context(PAYMENT_CONTEXT)
+    return _Refuse("auth_context_required", f"ENTRA_AUTH_CONTEXTS does not map {PAYMENT_CONTEXT!r}")
+
+
+def reports_guard(client_apps: Sequence[str] | None = None) -> Guard:
+    """GET /reports: only the client apps of SAMPLE_REPORTS_CLIENT_APPS."""
+    if client_apps is None:
+        raw = os.environ.get("SAMPLE_REPORTS_CLIENT_APPS", "")
+        client_apps = [a.strip() for a in raw.split(",") if a.strip()]
+    if not client_apps:
+        return _Refuse("client_not_allowed", "SAMPLE_REPORTS_CLIENT_APPS is not configured")
+    return require_client_apps(*client_apps)
 
 
 def dev_mode_from_env() -> bool:
@@ -84,6 +124,7 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     finance_group_id: str | None = None,
     dev_mode: bool | None = None,
+    reports_client_apps: Sequence[str] | None = None,
 ) -> FastAPI:
     """The demo app; ``finance_group_id`` defaults to ``SAMPLE_FINANCE_GROUP_ID`` and
     ``dev_mode`` to ``ENTRA_DEV_MODE``."""
@@ -91,17 +132,22 @@ def create_app(
     if dev_mode is None:
         dev_mode = dev_mode_from_env()
     dev_issuer = None
+    finance = finance_guard(finance_group_id)
+    approve_payments = payments_guard(settings)
+    reports = reports_guard(reports_client_apps)
     if dev_mode and http_client is None:
         from .dev import DevIssuer
 
         logger.warning(
             "ENTRA_DEV_MODE is on: this app serves a local token issuer at /_dev/token and "
-            "accepts its tokens. Never enable this in production."
+            "/_dev/oauth2/v2.0 (sign-in from /docs) and accepts its tokens. "
+            "Never enable this in production."
         )
-        dev_issuer = DevIssuer(settings)
+        dev_issuer = DevIssuer(
+            settings, guards=[read_items, write_items, admin, finance, approve_payments, reports]
+        )
         http_client = dev_issuer.client
         settings = dev_issuer.settings  # with the dev Graph's client secret
-    finance = finance_guard(finance_group_id)
     metrics = prometheus_observer()
     auth = EntraAuth(settings, http_client=http_client, observer=metrics)
 
@@ -115,16 +161,24 @@ def create_app(
             if dev_issuer is not None:
                 await dev_issuer.client.aclose()
 
-    app = FastAPI(title="entra-guard sample API", lifespan=lifespan)
+    app = FastAPI(
+        title="entra-guard sample API",
+        lifespan=lifespan,
+        swagger_ui_init_oauth=dev_issuer.swagger_init_oauth if dev_issuer else None,
+    )
     # Route-level guards (``dependencies=[...]``) are awaited directly, not resolved by
     # FastAPI's dependency machinery: same refusals, several µs less per request.
     app.router.route_class = EntraRoute
     app.add_middleware(EntraAuthMiddleware, auth=auth)
     app.state.auth = auth
     app.state.metrics = metrics
-    setup_openapi(app, auth)
+    app.state.dev_issuer = dev_issuer
+    # Sign in from /docs: at the tenant, or in dev mode at the app's own dev issuer.
+    setup_openapi(app, auth, **(dev_issuer.openapi_urls if dev_issuer else {}))
+    serve_swagger_ui(app)  # Swagger UI's files from this app: /docs works offline
     if dev_issuer is not None:
         app.include_router(dev_issuer.router)
+        app.mount(dev_issuer.sign_in_prefix, dev_issuer.sign_in)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -161,6 +215,14 @@ def create_app(
     @app.get("/finance", dependencies=[Security(finance)])
     async def finance_area() -> dict[str, str]:
         return {"area": "finance"}
+
+    @app.post("/payments/approve", dependencies=[Security(approve_payments)])
+    async def approve_payment() -> dict[str, str]:
+        return {"payment": "approved"}
+
+    @app.get("/reports", dependencies=[Security(reports)])
+    async def list_reports() -> dict[str, Any]:
+        return {"reports": [{"id": 1, "name": "quarterly"}]}
 
     @app.websocket("/ws/items")
     async def items_feed(

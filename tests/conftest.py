@@ -1,7 +1,16 @@
-"""Shared fixtures: a fake Entra ID and the sample API, both real servers on 127.0.0.1."""
+"""Shared fixtures: a fake Entra ID, a fake Graph and the sample API.
+
+Two layers: a test file that sets ``pytestmark = pytest.mark.in_process``
+gets them in process (``tests/_inprocess.py``: httpx.ASGITransport, no sockets); every
+other file, and any test marked ``over_sockets``, gets real servers on 127.0.0.1
+(``LiveServer``). The fixtures keep their names and shapes in both layers: ``api`` and
+``start_api(...)`` return a base URL, ``client`` is a sync ``httpx.Client`` for it.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,37 +20,107 @@ import pytest
 from fastapi import FastAPI
 
 from entra_guard import EntraAuth, EntraAuthMiddleware, EntraSettings
-from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
+from entra_guard.testing import FakeEntraID, FakeGraph, FakeKey, LiveServer
 from sample_app.app import create_app
+
+from . import _inprocess
+from ._inprocess import InProcessNetwork, entra_client_for
 
 pytest_plugins = ["entra_guard.testing.pytest_plugin"]
 
 ApiFactory = Callable[..., str]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "in_process: serve this file's fakes and APIs in process (no sockets)"
+    )
+    config.addinivalue_line(
+        "markers", "over_sockets: real servers on 127.0.0.1, even in an in_process file"
+    )
+
+
+def in_process(request: pytest.FixtureRequest) -> bool:
+    node = request.node
+    return (
+        node.get_closest_marker("in_process") is not None
+        and node.get_closest_marker("over_sockets") is None
+    )
+
+
+@pytest.fixture(scope="session")
+def network() -> Iterator[InProcessNetwork]:
+    """The in-process network (one event loop, no sockets) of the whole session."""
+    yield _inprocess.network()
+    _inprocess.close_network()
+
+
+@pytest.fixture(scope="session")
+def _inprocess_entra_url(
+    network: InProcessNetwork, _fake_entra_server: tuple[FakeEntraID, LiveServer]
+) -> str:
+    """The shared fake Entra ID, also served in process (same object, same counters)."""
+    return network.add(_fake_entra_server[0].app, "entra")
+
+
 @pytest.fixture
-def fresh_idp() -> Iterator[tuple[FakeEntraID, str]]:
+def fake_entra_url(request: pytest.FixtureRequest, fake_entra_url: str) -> str:
+    """The plugin's URL of the shared fake Entra ID, or its in-process one."""
+    if in_process(request):
+        return str(request.getfixturevalue("_inprocess_entra_url"))
+    return fake_entra_url
+
+
+@pytest.fixture(scope="session")
+def _fresh_idp_key() -> FakeKey:
+    """The signing key every fresh fake Entra ID starts with (a 2048-bit RSA key costs
+    0.1-0.4 s to make); each gets its own copy of the published JWK to edit."""
+    return FakeKey.generate()
+
+
+@pytest.fixture
+def fresh_idp(
+    request: pytest.FixtureRequest, _fresh_idp_key: FakeKey
+) -> Iterator[tuple[FakeEntraID, str]]:
     """A private fake Entra ID (for tests that rotate keys or break it)."""
-    idp = FakeEntraID()
+    key = dataclasses.replace(_fresh_idp_key, public_jwk=copy.deepcopy(_fresh_idp_key.public_jwk))
+    idp = FakeEntraID(key=key)
+    if in_process(request):
+        network: InProcessNetwork = request.getfixturevalue("network")
+        url = network.add(idp.app, "idp")
+        yield idp, url
+        network.remove(url)
+        return
     with LiveServer(idp.app) as server:
         yield idp, server.url
 
 
 @pytest.fixture
-def start_api() -> Iterator[Callable[..., str]]:
-    """Start an app under uvicorn on 127.0.0.1; returns its base URL.
+def start_api(request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Start an app (under uvicorn on 127.0.0.1, or in process); returns its base URL.
 
     ``start_api(settings)`` serves the sample app for those settings;
     ``start_api(app=my_fastapi_app)`` serves any app.
     """
     servers: list[LiveServer] = []
+    urls: list[str] = []
+    clients: list[httpx.AsyncClient] = []
+    network: InProcessNetwork | None = (
+        request.getfixturevalue("network") if in_process(request) else None
+    )
 
     def start(
         settings: EntraSettings | None = None, *, app: FastAPI | None = None, **kw: Any
     ) -> str:
         if app is None:
             assert settings is not None
+            if network is not None and not kw.get("dev_mode"):
+                kw["http_client"] = network.entra_client(settings)
+                clients.append(kw["http_client"])
             app = create_app(settings, **kw)
+        if network is not None:
+            urls.append(network.add(app, "api"))
+            return urls[-1]
         server = LiveServer(app).start()
         servers.append(server)
         return server.url
@@ -49,6 +128,11 @@ def start_api() -> Iterator[Callable[..., str]]:
     yield start
     for server in servers:
         server.stop()
+    if network is not None:
+        for url in urls:
+            network.remove(url)
+        for http in clients:
+            network.run(http.aclose())
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +142,35 @@ def _shared_api(_fake_entra_server: tuple[FakeEntraID, LiveServer]) -> Iterator[
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def _shared_inprocess_api(
+    network: InProcessNetwork,
+    _fake_entra_server: tuple[FakeEntraID, LiveServer],
+    _inprocess_entra_url: str,
+) -> Iterator[str]:
+    settings = _fake_entra_server[0].settings(_inprocess_entra_url)
+    http = network.entra_client(settings)
+    url = network.add(create_app(settings, http_client=http), "sample")
+    yield url
+    network.remove(url)
+    network.run(http.aclose())
+
+
 @pytest.fixture
-def api(_shared_api: str, fake_entra: FakeEntraID) -> str:
+def api(request: pytest.FixtureRequest, fake_entra: FakeEntraID) -> str:
     """The sample API (shared by the session), trusting the shared fake Entra ID."""
-    return _shared_api
+    if in_process(request):
+        return str(request.getfixturevalue("_shared_inprocess_api"))
+    return str(request.getfixturevalue("_shared_api"))
 
 
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
+def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    if in_process(request):
+        network: InProcessNetwork = request.getfixturevalue("network")
+        with network.client() as c:
+            yield c
+        return
     with httpx.Client(timeout=30) as c:
         yield c
 
@@ -73,13 +178,17 @@ def client() -> Iterator[httpx.Client]:
 def protected_app(settings: EntraSettings | EntraAuth, **middleware: Any) -> FastAPI:
     """A bare FastAPI app behind EntraAuthMiddleware, with no start-up warm-up
     (so the first requests find an empty metadata cache); closes its EntraAuth,
-    which is also at ``app.state.auth``."""
-    auth = settings if isinstance(settings, EntraAuth) else EntraAuth(settings)
+    which is also at ``app.state.auth``. Settings that point at an in-process fake
+    Entra ID get an in-process HTTP client."""
+    http = None if isinstance(settings, EntraAuth) else entra_client_for(settings)
+    auth = settings if isinstance(settings, EntraAuth) else EntraAuth(settings, http_client=http)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await auth.aclose()
+        if http is not None:
+            await http.aclose()
 
     app = FastAPI(lifespan=lifespan)
     app.add_middleware(EntraAuthMiddleware, auth=auth, **middleware)
@@ -141,17 +250,28 @@ def fake_graph(
     graph.reset()
 
 
+@pytest.fixture(scope="session")
+def _inprocess_graph_url(
+    network: InProcessNetwork, _fake_graph_server: tuple[FakeGraph, LiveServer]
+) -> str:
+    return network.add(_fake_graph_server[0].app, "graph")
+
+
 @pytest.fixture
 def graph_settings(
+    request: pytest.FixtureRequest,
     fake_entra: FakeEntraID,
     fake_entra_url: str,
     fake_graph: FakeGraph,
     _fake_graph_server: tuple[FakeGraph, LiveServer],
 ) -> EntraSettings:
     """Settings of an API that resolves groups overage through the fake Graph."""
-    return fake_entra.settings(
-        fake_entra_url, graph_url=_fake_graph_server[1].url, client_secret=GRAPH_SECRET
+    graph_url = (
+        str(request.getfixturevalue("_inprocess_graph_url"))
+        if in_process(request)
+        else _fake_graph_server[1].url
     )
+    return fake_entra.settings(fake_entra_url, graph_url=graph_url, client_secret=GRAPH_SECRET)
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ PUBLIC = {
     "any_of",
     "refuse_guests",
     "require_app_only",
+    "require_auth_context",
+    "require_client_apps",
     "require_delegated",
     "require_directory_roles",
     "require_groups",
@@ -34,6 +36,7 @@ PUBLIC = {
     "require_scopes",
     "require_scopes_or_app_roles",
     "require_tenants",
+    "serve_swagger_ui",
     "setup_openapi",
 }
 
@@ -43,10 +46,12 @@ TESTING = {
     "DEFAULT_TENANT_ID",
     "V1_ISSUER",
     "V2_ISSUER",
+    "AuthorizationServer",
     "FakeEntraID",
     "FakeGraph",
     "FakeKey",
     "LiveServer",
+    "SignInUser",
     "sign_token",
 }
 

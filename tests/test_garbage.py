@@ -14,6 +14,8 @@ from entra_guard.testing import FakeEntraID
 
 from .conftest import bearer
 
+pytestmark = pytest.mark.in_process
+
 REFUSALS = {
     "missing_token",
     "malformed_token",

@@ -1,5 +1,5 @@
 """Groups overage through Microsoft Graph (DESIGN.md §3.8), over HTTP: the sample API's
-/finance route, the fake Entra ID's token endpoint and the fake Graph, all on 127.0.0.1."""
+/finance route, the fake Entra ID's token endpoint and the fake Graph, all in process."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ from entra_guard import (
 )
 from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 
+from ._inprocess import entra_client_for, transport_for
 from .conftest import FINANCE_GROUP, ApiFactory, assert_refused, bearer, protected_app
+
+pytestmark = pytest.mark.in_process
 
 
 def groups(n: int) -> list[str]:
@@ -292,7 +295,8 @@ def test_concurrent_requests_share_one_graph_lookup(
 
     async def burst() -> list[int]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        transport = transport_for(groups_api)
+        async with httpx.AsyncClient(timeout=60, limits=limits, transport=transport) as client:
             responses = await asyncio.gather(
                 *(client.get(f"{groups_api}/finance", headers=bearer(token)) for _ in range(200))
             )
@@ -411,7 +415,8 @@ def test_observer_sees_graph_calls_and_cache_hits(
     fake_graph: FakeGraph,
 ) -> None:
     recorder = Recorder()
-    app = protected_app(EntraAuth(graph_settings, observer=recorder))
+    http = entra_client_for(graph_settings)  # None over sockets
+    app = protected_app(EntraAuth(graph_settings, observer=recorder, http_client=http))
 
     @app.get("/g", dependencies=[Depends(require_groups(FINANCE_GROUP))])
     async def g() -> dict[str, str]:
@@ -439,8 +444,9 @@ async def test_a_shared_failed_look_up_is_logged_once(
 ) -> None:
     oid = overage_user(fake_graph, [FINANCE_GROUP])
     fake_graph.fail(403)
+    fake_graph.response_delay = 0.3  # keep the look-up in flight while requests pile up
     token = fake_entra.token(object_id=oid, overage=True)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=transport_for(groups_api)) as client:
         responses = await asyncio.gather(
             *(client.get(f"{groups_api}/finance", headers=bearer(token)) for _ in range(20))
         )

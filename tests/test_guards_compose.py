@@ -34,6 +34,8 @@ from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app
 
+pytestmark = pytest.mark.in_process
+
 OTHER_TENANT = "0b1f2a3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 THIRD_TENANT = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
 GLOBAL_ADMIN = "62e90394-69f5-4237-9190-012177145e10"
@@ -46,7 +48,7 @@ GUARD_THREADS: set[int] = set()
 class ThreadProbe(Guard):
     """Records the thread a guard runs in (must be the event loop's, never a pool)."""
 
-    async def check(self, principal: Principal, scope: Any) -> None:
+    async def check(self, principal: Principal, connection: Any) -> None:
         GUARD_THREADS.add(threading.get_ident())
 
 

@@ -20,7 +20,10 @@ from starlette.types import Receive, Scope, Send
 from entra_guard import EntraSettings, Principal, require_groups, require_principal
 from entra_guard.testing import FakeEntraID, LiveServer, sign_token
 
+from ._inprocess import transport_for
 from .conftest import FINANCE_GROUP, ApiFactory, assert_refused, bearer, protected_app
+
+pytestmark = pytest.mark.in_process
 
 
 def me_app(settings: EntraSettings) -> Any:
@@ -41,7 +44,7 @@ def me_app(settings: EntraSettings) -> Any:
 
 
 @pytest.fixture
-def hostile_graph() -> Iterator[tuple[str, dict[str, Any]]]:
+def hostile_graph(start_api: ApiFactory) -> Iterator[tuple[str, dict[str, Any]]]:
     """A 'Graph' whose answer each test chooses: ``behaviour["response"]``."""
     behaviour: dict[str, Any] = {"hits": 0}
 
@@ -51,8 +54,7 @@ def hostile_graph() -> Iterator[tuple[str, dict[str, Any]]]:
         return response
 
     app = Starlette(routes=[Route("/{path:path}", anything, methods=["GET", "POST"])])
-    with LiveServer(app) as server:
-        yield server.url, behaviour
+    yield start_api(app=app), behaviour
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,7 @@ async def test_unknown_kids_during_a_failing_refresh_are_401(
 ) -> None:
     idp, url = fresh_idp
     api = start_api(app=me_app(idp.settings(url)))
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, transport=transport_for(api)) as client:
         assert (await client.get(f"{api}/me", headers=bearer(idp.token()))).status_code == 200
         idp.fail(503)
         idp.response_delay = 0.5  # the forced refresh is still failing when the second arrives
@@ -125,6 +127,7 @@ async def test_unknown_kids_during_a_failing_refresh_are_401(
         assert_refused(response, 401, "unknown_key")
 
 
+@pytest.mark.over_sockets  # a body that drips over a socket
 def test_dripping_idp_is_cut_off_by_the_load_budget(start_api: ApiFactory) -> None:
     idp = FakeEntraID()
 

@@ -9,6 +9,8 @@ from entra_guard.testing import FakeEntraID, FakeKey, LiveServer
 
 from .conftest import ApiFactory, assert_refused, bearer
 
+pytestmark = pytest.mark.in_process
+
 
 def test_python_jose_uses_the_cryptography_backend() -> None:
     import jose.backends

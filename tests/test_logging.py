@@ -1,6 +1,6 @@
 """Logging: one INFO line per refusal with code/kid/tid/oid/app/path, never a token or PII.
 
-Requests go over real HTTP to the sample API; its server runs in this process,
+Requests go over HTTP to the sample API, served in process (no sockets),
 so ``caplog`` sees every record it writes (all loggers, DEBUG and up).
 """
 
@@ -16,8 +16,11 @@ from starlette.types import Receive, Scope, Send
 from entra_guard import EntraAuth, EntraAuthMiddleware, EntraSettings
 from entra_guard._middleware import ERROR_KEY
 from entra_guard.testing import FakeEntraID
+from tests._inprocess import entra_client_for
 from tests.conftest import ApiFactory, bearer
 from tests.test_cli import REJECTIONS
+
+pytestmark = pytest.mark.in_process
 
 PII = ("Ada Lovelace", "ada@contoso.example", "10.1.2.3", "ada.private@example.org")
 
@@ -178,7 +181,7 @@ def test_attacker_controlled_values_cannot_forge_log_lines(
     client: httpx.Client,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    auth = EntraAuth(entra_settings)
+    auth = EntraAuth(entra_settings, http_client=entra_client_for(entra_settings))
 
     async def inner(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # any path reaches the middleware: no router

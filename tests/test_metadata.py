@@ -15,7 +15,10 @@ from entra_guard import EntraSettings, Principal, require_principal
 from entra_guard._metadata import MetadataCache
 from entra_guard.testing import FakeEntraID, FakeKey, LiveServer
 
+from ._inprocess import transport_for
 from .conftest import ApiFactory, assert_refused, bearer, protected_app
+
+pytestmark = pytest.mark.in_process
 
 V2_DISCOVERY = "/v2.0/.well-known/openid-configuration"
 V1_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
@@ -43,7 +46,7 @@ def hit_counts(idp: FakeEntraID) -> dict[str, int]:
 
 async def get_many(url: str, tokens: list[str]) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=250)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=30, limits=limits, transport=transport_for(url)) as client:
         return await asyncio.gather(*(client.get(url, headers=bearer(t)) for t in tokens))
 
 
@@ -67,7 +70,7 @@ async def test_unknown_kid_storm_is_bounded(
     assert (await get_many(f"{api}/me", [idp.token()]))[0].status_code == 200
     storm = [idp.token(header={"kid": uuid.uuid4().hex}) for _ in range(300)]
     responses = await get_many(f"{api}/me", storm[:150])  # concurrent half
-    async with httpx.AsyncClient(timeout=30) as client:  # sequential half
+    async with httpx.AsyncClient(timeout=30, transport=transport_for(api)) as client:  # sequential
         for token in storm[150:]:
             responses.append(await client.get(f"{api}/me", headers=bearer(token)))
     for response in responses:
@@ -96,7 +99,7 @@ def test_forced_refreshes_are_rate_limited(
     start_api: ApiFactory, fresh_idp: tuple[FakeEntraID, str], client: httpx.Client
 ) -> None:
     idp, url = fresh_idp
-    api = start_api(app=cold_app(idp.settings(url, min_refresh_interval=300)))
+    api = start_api(app=cold_app(idp.settings(url, min_refresh_interval=60)))
     assert client.get(f"{api}/me", headers=bearer(idp.token())).status_code == 200
     idp.rotate_keys()
     assert client.get(f"{api}/me", headers=bearer(idp.token())).status_code == 200
@@ -141,6 +144,7 @@ def test_idp_down_from_cold_then_recovers(
         time.sleep(0.5)
 
 
+@pytest.mark.over_sockets  # a real read timeout
 def test_hanging_idp_gives_503_within_the_timeout(
     start_api: ApiFactory, fresh_idp: tuple[FakeEntraID, str], client: httpx.Client
 ) -> None:
@@ -219,7 +223,7 @@ async def test_background_refresh_serves_stale_while_revalidating(
 ) -> None:
     idp, url = fresh_idp
     now = [1000.0]
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(transport=transport_for(url)) as http:
         cache = MetadataCache(idp.settings(url), http, clock=lambda: now[0])
         first = await cache.get()
         assert hit_counts(idp) == {"v2": 1, "v1": 1, "jwks": 1}

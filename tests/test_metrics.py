@@ -1,4 +1,4 @@
-"""Observer events and the Prometheus integration, driven over real HTTP.
+"""Observer events and the Prometheus integration, driven over HTTP (in process).
 
 Counters are read back from the sample app's ``/metrics`` endpoint (text
 exposition format), so the whole chain is covered: middleware -> EntraAuth ->
@@ -20,6 +20,8 @@ from entra_guard._observer import AuthObserver, CompositeObserver
 from entra_guard.contrib.prometheus import PrometheusObserver
 from entra_guard.testing import FakeEntraID
 from tests.conftest import FINANCE_GROUP, ApiFactory, bearer
+
+pytestmark = pytest.mark.in_process
 
 
 def scrape(client: httpx.Client, api: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -95,6 +97,7 @@ def test_metadata_failures_are_counted(
     assert value(samples, "entra_guard_metadata_fetches_total", document="jwks", outcome="ok") == 0
 
 
+@pytest.mark.over_sockets  # the engine alone, with its own HTTP client
 async def test_periodic_refresh_is_a_key_refresh_event(
     entra_settings: EntraSettings, fake_entra: FakeEntraID
 ) -> None:
@@ -173,6 +176,7 @@ class Recorder(AuthObserver):
         self.events.append(("rejected", code))
 
 
+@pytest.mark.over_sockets  # the engine alone, with its own HTTP client
 async def test_composite_observer_and_engine_events(
     entra_settings: EntraSettings, fake_entra: FakeEntraID
 ) -> None:

@@ -17,6 +17,8 @@ from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app
 
+pytestmark = pytest.mark.in_process
+
 
 def build_app(settings: EntraSettings, **middleware: Any) -> FastAPI:
     app = protected_app(settings, **middleware)
@@ -31,7 +33,7 @@ def build_app(settings: EntraSettings, **middleware: Any) -> FastAPI:
         }
 
     @app.get("/starlette-requires")
-    @requires("Items.Read")
+    @requires("scp:Items.Read")
     async def starlette_requires(request: Request) -> dict[str, str]:
         return {"ok": "yes"}
 
@@ -69,7 +71,7 @@ def test_request_user_and_auth_follow_starlette_conventions(
     assert body == {
         "authenticated": True,
         "display_name": "Ada Lovelace",
-        "credentials": ["Admin", "Items.Read"],
+        "credentials": ["role:Admin", "scp:Items.Read"],
     }
     anonymous = client.get(f"{app_url}/whoami", headers=bearer("bad")).json()
     assert anonymous["authenticated"] is False and anonymous["credentials"] == []
@@ -89,6 +91,7 @@ def test_auth_error_raised_by_a_route_is_rendered(app_url: str, client: httpx.Cl
     assert body["detail"] == "Only auditors may read this"
 
 
+@pytest.mark.over_sockets  # a WebSocket handshake over a real socket
 async def test_websocket_handshake_is_authenticated(app_url: str, fake_entra: FakeEntraID) -> None:
     ws_url = app_url.replace("http://", "ws://") + "/ws"
     oid = "5d2b9a5e-0000-4000-8000-00000000000a"
@@ -97,6 +100,7 @@ async def test_websocket_handshake_is_authenticated(app_url: str, fake_entra: Fa
         assert json.loads(await ws.recv()) == {"oid": oid}
 
 
+@pytest.mark.over_sockets
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not.a.token"}])
 async def test_websocket_without_valid_token_is_closed_with_1008(
     app_url: str, headers: dict[str, str]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import Depends, FastAPI, Security
 
 from entra_guard import (
@@ -17,6 +18,8 @@ from entra_guard import (
 from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, protected_app
+
+pytestmark = pytest.mark.in_process
 
 TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from entra_guard.testing import DEFAULT_CLIENT_APP_ID, FakeEntraID
 
 from .conftest import bearer
+
+pytestmark = pytest.mark.in_process
 
 GROUPS = ["9b8f5a44-7f1e-4a39-9a53-0f5c1c0e0001", "9b8f5a44-7f1e-4a39-9a53-0f5c1c0e0002"]
 

@@ -22,6 +22,8 @@ from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app
 
+pytestmark = pytest.mark.in_process
+
 OTHER_TENANT = "0b1f2a3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 
 
@@ -84,10 +86,10 @@ def test_guards_leave_the_dependency_graph(routed: tuple[str, FastAPI]) -> None:
     read = routes["/read"]
     assert isinstance(read, EntraRoute)
     assert [repr(g) for g in read.entra_guards] == ["require_scopes('Items.Read',)"]
-    assert [d.call.__name__ for d in read.dependant.dependencies] == ["other_dependency"]
+    assert [d.call.__name__ for d in read.resolved_dependant.dependencies] == ["other_dependency"]
     report = app.state.admin_router.routes[0]
     assert isinstance(report, EntraRoute) and len(report.entra_guards) == 2
-    assert report.dependant.dependencies == []
+    assert report.resolved_dependant.dependencies == []
 
 
 def test_same_answers_as_depends(

@@ -59,11 +59,17 @@ def uvicorn_command(port: int) -> list[str]:
     ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def launch() -> Iterator[Launcher]:
+    """Start the sample app with ``env``; tests asking for the same ``env`` share the
+    process (a start costs seconds: interpreter, imports, warm-up)."""
     processes: list[subprocess.Popen[bytes]] = []
+    started: dict[tuple[tuple[str, str], ...], tuple[str, subprocess.Popen[bytes]]] = {}
 
     def start(env: dict[str, str]) -> str:
+        key = tuple(sorted(env.items()))
+        if key in started and started[key][1].poll() is None:
+            return started[key][0]
         port = free_port()
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA_", "SAMPLE_"))}
         process = subprocess.Popen(
@@ -81,6 +87,7 @@ def launch() -> Iterator[Launcher]:
                 raise AssertionError(process.stdout.read().decode() if process.stdout else "died")
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    started[key] = url, process
                     return url
             except httpx.TransportError:
                 time.sleep(0.1)

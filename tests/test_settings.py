@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert settings.clock_skew == 300
     assert settings.http_timeout == 5
     assert settings.metadata_refresh == 86400
-    assert settings.min_refresh_interval == 300
+    assert settings.min_refresh_interval == 30
     assert settings.authority_host == "https://login.microsoftonline.com"
     assert settings.graph_url == "https://graph.microsoft.com"
     assert not settings.multi_tenant and not settings.allow_acl_tokens

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from entra_guard.testing import FakeEntraID
 
 from .conftest import assert_refused, bearer
+
+pytestmark = pytest.mark.in_process
 
 
 def test_me_with_valid_v2_token(api: str, client: httpx.Client, fake_entra: FakeEntraID) -> None:

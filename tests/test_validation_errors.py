@@ -14,6 +14,8 @@ from entra_guard.testing import FakeEntraID, FakeKey, sign_token
 
 from .conftest import ApiFactory, assert_refused, bearer
 
+pytestmark = pytest.mark.in_process
+
 OTHER_TENANT = "0b1f2a3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 
 

@@ -6,6 +6,8 @@ modules are implementation and may change in any release.
 """
 
 from ._auth import EntraAuth
+from ._client_apps import require_client_apps
+from ._docs_assets import serve_swagger_ui
 from ._errors import STATUS_BY_CODE, AuthError, ErrorCode
 from ._guards import (
     SCHEME_NAME,
@@ -29,6 +31,7 @@ from ._openapi import setup_openapi
 from ._principal import Principal
 from ._routing import EntraRoute
 from ._settings import EntraSettings
+from ._step_up import require_auth_context
 
 __all__ = [
     "SCHEME_NAME",
@@ -47,6 +50,8 @@ __all__ = [
     "any_of",
     "refuse_guests",
     "require_app_only",
+    "require_auth_context",
+    "require_client_apps",
     "require_delegated",
     "require_directory_roles",
     "require_groups",
@@ -55,6 +60,7 @@ __all__ = [
     "require_scopes",
     "require_scopes_or_app_roles",
     "require_tenants",
+    "serve_swagger_ui",
     "setup_openapi",
 ]
 

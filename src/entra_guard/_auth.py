@@ -15,7 +15,6 @@ from types import TracebackType
 
 import httpx
 
-from ._cache import BoundedTTLCache
 from ._crypto import SigningKey
 from ._errors import AuthError
 from ._graph import GraphClient
@@ -24,6 +23,7 @@ from ._metadata import MetadataCache
 from ._observer import AuthObserver
 from ._principal import Principal
 from ._settings import EntraSettings
+from ._token_cache import VerifiedTokenCache
 from ._validation import TokenValidator
 
 logger = logging.getLogger("entra_guard")
@@ -36,8 +36,8 @@ _DIGEST_SLICE = 2000
 
 
 def token_digest(token: str) -> bytes:
-    """SHA-256 of the whole token: the verified-token cache key (tokens are not kept)."""
-    data = token.encode("utf-8", "surrogateescape")
+    """SHA-256 of an ASCII token: the verified-token cache key (tokens are not kept)."""
+    data = token.encode("ascii")
     if len(data) < _DIGEST_SLICE:
         return hashlib.sha256(data).digest()
     view = memoryview(data)
@@ -59,8 +59,10 @@ class EntraAuth:
         *,
         http_client: httpx.AsyncClient | None = None,
         observer: AuthObserver | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``clock`` (Unix seconds) defaults to ``time.time`` read at each call, so
+        ``freezegun``/``time-machine`` move it in your tests."""
         self.settings = settings if settings is not None else EntraSettings()  # type: ignore[call-arg]
         self.observer = observer or AuthObserver()
         self._owns_client = http_client is None
@@ -69,25 +71,29 @@ class EntraAuth:
         self.validator = TokenValidator(self.settings, self.metadata, clock=clock)
         #: Resolves groups overage through Microsoft Graph (only used by group guards).
         self.graph = GraphClient(self.settings, self.http, observer=self.observer)
-        self._clock = clock
         # sha256(token) -> (principal, key that verified it); expires at the token's exp.
-        self._verified: BoundedTTLCache[bytes, tuple[Principal, SigningKey]] = BoundedTTLCache(
-            self.settings.token_cache_size, clock=clock
+        self._verified: VerifiedTokenCache[tuple[Principal, SigningKey]] = VerifiedTokenCache(
+            self.settings.token_cache_size
         )
 
     async def authenticate(self, token: str) -> Principal:
         """Validate ``token`` and return the caller; raises ``AuthError`` otherwise."""
         started = time.perf_counter()
-        digest = token_digest(token)
-        cached = self._verified.get(digest)
-        if cached is not None and self._key_is_current(cached[1]):
-            self.observer.token_cache(hit=True)
-            self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
-            return cached[0]
+        # Only an ASCII token can be valid; anything else (lone surrogates included) goes
+        # straight to the rules, which refuse it before anything encodes it.
+        digest = token_digest(token) if token.isascii() else None
+        now = self.validator.now()
+        if digest is not None:
+            cached = self._verified.get(digest, now)
+            if cached is not None and self._key_is_current(cached[1]):
+                self.observer.token_cache(hit=True)
+                self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
+                return cached[0]
         self.observer.token_cache(hit=False)
-        validated = await self.validator.validate(token)
+        validated = await self.validator.validate(token, now)
         principal = Principal.from_claims(validated.claims, validated.version)
-        self._verified.set(digest, (principal, validated.key), validated.expires_at)
+        if digest is not None:
+            self._verified.set(digest, (principal, validated.key), validated.expires_at, len(token))
         self.observer.authenticated(cached=False, seconds=time.perf_counter() - started)
         return principal
 

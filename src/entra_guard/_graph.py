@@ -20,10 +20,12 @@ honoured within a ~10 s budget per look-up. Anything else fails closed with
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -31,6 +33,7 @@ import httpx
 from ._cache import BoundedTTLCache, SingleFlight
 from ._errors import AuthError
 from ._http import FetchError, request_json
+from ._logging import loggable
 from ._observer import AuthObserver
 from ._principal import Principal
 from ._settings import GUID_RE, EntraSettings
@@ -56,28 +59,70 @@ TOKEN_CACHE_SIZE = 1024
 PAGE_SIZE = 999
 
 
+class Endpoint(enum.Enum):
+    """Which outbound call failed."""
+
+    GRAPH = "Microsoft Graph"
+    TOKEN = "the token endpoint"
+
+
+class Cause(enum.Enum):
+    """Why a membership look-up failed (for the log line; the client only sees 503)."""
+
+    NO_OBJECT_ID = "the token has a groups overage marker but no usable 'oid'"
+    NOT_CONFIGURED = (
+        "groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (with the "
+        "GroupMember.Read.All application permission granted)"
+    )
+    BUSY = "too many group look-ups in progress"
+    THROTTLED = "Microsoft Graph is throttling this tenant; waiting for its Retry-After"
+    TIMEOUT = "no answer within the look-up budget"
+    UNREACHABLE = "could not be reached"
+    REFUSED = (
+        "refused the request: check ENTRA_CLIENT_SECRET and that the "
+        "GroupMember.Read.All application permission is granted"
+    )
+    HTTP_ERROR = "answered an HTTP error"
+    NO_ACCESS_TOKEN = "answered without an access_token"
+    BAD_DOCUMENT = "answered an unexpected document"
+    TOO_MANY_PAGES = "returned too many pages of groups"
+    FOREIGN_NEXT_LINK = "returned a next link outside ENTRA_GRAPH_URL"
+    UNEXPECTED = "failed unexpectedly"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed look-up: logged once (``GraphClient._log``), then a fresh 503 per waiter."""
+
+    cause: Cause
+    endpoint: Endpoint | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    note: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.endpoint.value] if self.endpoint is not None else []
+        parts.append(self.cause.value)
+        if self.status is not None:
+            parts.append(f"(HTTP {self.status})")
+        if self.note:
+            parts.append(f"({self.note})")
+        return " ".join(parts)
+
+    def auth_error(self) -> AuthError:
+        """Fail closed. The client never sees the cause (it may hint at configuration)."""
+        seconds = None if self.retry_after is None else max(1, math.ceil(self.retry_after))
+        return AuthError("groups_unavailable", UNAVAILABLE_DETAIL, retry_after=seconds)
+
+
 class _LookupFailed(Exception):
-    """A look-up failed; ``retry_after`` is what the client is told to wait."""
-
-    def __init__(self, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.retry_after = retry_after
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.cause.name)
+        self.failure = failure
 
 
-#: What the client is told; the reason (configuration, Graph status) goes to the log only.
+#: What the client is told; the cause goes to the log only.
 UNAVAILABLE_DETAIL = "Group membership could not be determined right now; try again later"
-
-
-def _unavailable(detail: str, retry_after: float | None = None, *, log: bool = True) -> AuthError:
-    """Fail closed. The operator reads ``detail`` in the log; callers never see config hints.
-
-    ``log=False`` where the shared look-up already logged it once (not once per waiter).
-    """
-    if log:
-        logger.warning("groups_unavailable: %s", detail)
-    seconds = None if retry_after is None else max(1, math.ceil(retry_after))
-    return AuthError("groups_unavailable", UNAVAILABLE_DETAIL, retry_after=seconds)
 
 
 class GraphClient:
@@ -105,7 +150,7 @@ class GraphClient:
         self._not_before: BoundedTTLCache[str, float] = BoundedTTLCache(
             TOKEN_CACHE_SIZE, clock=clock
         )
-        self._lookups: SingleFlight[tuple[str, str], frozenset[str]] = SingleFlight()
+        self._lookups: SingleFlight[tuple[str, str], frozenset[str] | Failure] = SingleFlight()
         self._token_fetches: SingleFlight[str, str] = SingleFlight()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
 
@@ -118,34 +163,51 @@ class GraphClient:
         claim; Graph is only asked when the token says it left groups out.
         """
         if not principal.groups_overage:
-            return frozenset(g.lower() for g in principal.groups)
+            return principal.groups  # lower-cased by Principal
+        outcome = await self._outcome(principal)
+        if isinstance(outcome, Failure):
+            raise outcome.auth_error()
+        return outcome
+
+    async def _outcome(self, principal: Principal) -> frozenset[str] | Failure:
         tid, oid = principal.tenant_id, principal.object_id
-        if oid is None or not GUID_RE.match(oid.lower()) or not GUID_RE.match(tid):
-            raise _unavailable("The token has a groups overage marker but no usable 'oid'")
+        if oid is None or not GUID_RE.fullmatch(oid) or not GUID_RE.fullmatch(tid):
+            return self._log(Failure(Cause.NO_OBJECT_ID), tid, oid)
         if self.settings.client_secret is None:
-            raise _unavailable(
-                "Groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (with the "
-                "GroupMember.Read.All application permission granted)"
-            )
-        key = (tid, oid.lower())
+            return self._log(Failure(Cause.NOT_CONFIGURED), tid, oid)
+        key = (tid, oid)
         cached = self._groups.get(key)
         self.observer.groups_cache(hit=cached is not None)
         if cached is not None:
             return cached
         if len(self._lookups) >= MAX_PENDING_LOOKUPS:
-            raise _unavailable("Too many group look-ups in progress", retry_after=1)
-        try:
-            return await self._lookups.run(
-                key, lambda: self._lookup(tid, key[1], app_only=principal.is_app_only)
-            )
-        except _LookupFailed as exc:
-            raise _unavailable(exc.detail, exc.retry_after, log=False) from None
-        except Exception as exc:  # a Graph answer we did not foresee: fail closed, never 500
-            raise _unavailable(f"unexpected {type(exc).__name__} during the look-up") from None
+            return self._log(Failure(Cause.BUSY, retry_after=1), tid, oid)
+        return await self._lookups.run(
+            key, lambda: self._shared_lookup(tid, oid, app_only=principal.is_app_only)
+        )
 
-    def forget(self, tenant_id: str, object_id: str) -> None:
-        """Drop one caller's cached memberships (e.g. after a change you know of)."""
-        self._groups.pop((tenant_id, object_id.lower()))
+    async def _shared_lookup(
+        self, tid: str, oid: str, *, app_only: bool
+    ) -> frozenset[str] | Failure:
+        """One look-up shared by every concurrent caller: its failure is logged here, once."""
+        try:
+            return await self._resolve(tid, oid, app_only=app_only)
+        except _LookupFailed as exc:
+            return self._log(exc.failure, tid, oid)
+        except Exception as exc:  # a Graph answer we did not foresee: fail closed, never 500
+            return self._log(Failure(Cause.UNEXPECTED, note=type(exc).__name__), tid, oid)
+
+    @staticmethod
+    def _log(failure: Failure, tid: str, oid: str | None) -> Failure:
+        """The one log line of a failed look-up (README "Logging")."""
+        logger.warning(
+            "groups_unavailable: cause=%s tid=%s oid=%s: %s",
+            failure.cause.name.lower(),
+            loggable(tid),
+            loggable(oid),
+            failure.describe(),
+        )
+        return failure
 
     async def aclose(self) -> None:
         await self._lookups.aclose()
@@ -156,20 +218,12 @@ class GraphClient:
 
     # -- look-up --------------------------------------------------------------------
 
-    async def _lookup(self, tid: str, oid: str, *, app_only: bool) -> frozenset[str]:
-        """One shared look-up; its failure is logged here, once for all its waiters."""
-        try:
-            return await self._resolve(tid, oid, app_only=app_only)
-        except _LookupFailed as exc:
-            logger.warning("groups_unavailable: tid=%s oid=%s: %s", tid, oid, exc.detail)
-            raise
-
     async def _resolve(self, tid: str, oid: str, *, app_only: bool) -> frozenset[str]:
         now = self._clock()
         not_before = self._not_before.get(tid)
         if not_before is not None:
             # Graph throttled this tenant: honour its Retry-After across look-ups too.
-            raise _LookupFailed("Microsoft Graph is throttling; try again later", not_before - now)
+            raise _LookupFailed(Failure(Cause.THROTTLED, retry_after=not_before - now))
         deadline = now + self.budget
         async with self._slots:
             cached = self._groups.get((tid, oid))  # filled while we waited for a slot
@@ -185,7 +239,7 @@ class GraphClient:
             while url is not None:
                 pages += 1
                 if pages > MAX_PAGES:
-                    raise _LookupFailed("Microsoft Graph returned too many pages of groups")
+                    raise _LookupFailed(Failure(Cause.TOO_MANY_PAGES, Endpoint.GRAPH))
                 page = await self._graph_get(tid, url, deadline)
                 ids.update(_page_ids(page))
                 url = self._next_link(page)
@@ -193,7 +247,12 @@ class GraphClient:
         ttl = self.settings.groups_cache_ttl
         if ttl > 0:
             self._groups.set((tid, oid), groups, self._clock() + ttl)
-        logger.debug("groups overage resolved: tid=%s oid=%s groups=%d", tid, oid, len(groups))
+        logger.debug(
+            "groups overage resolved: tid=%s oid=%s groups=%d",
+            loggable(tid),
+            loggable(oid),
+            len(groups),
+        )
         return groups
 
     def _next_link(self, page: Any) -> str | None:
@@ -202,7 +261,7 @@ class GraphClient:
             return None
         if not isinstance(link, str) or not link.startswith(f"{self.settings.graph_url}/"):
             # Only ever talk to the configured Graph host: a link elsewhere is refused.
-            raise _LookupFailed("Microsoft Graph returned a next link outside ENTRA_GRAPH_URL")
+            raise _LookupFailed(Failure(Cause.FOREIGN_NEXT_LINK, Endpoint.GRAPH))
         return link
 
     async def _graph_get(self, tid: str, url: str, deadline: float) -> Any:
@@ -213,14 +272,18 @@ class GraphClient:
             token = await self._app_token(tid, deadline)
             try:
                 return await self._call(
-                    "GET", url, deadline, headers={"authorization": f"Bearer {token}"}
+                    "GET",
+                    url,
+                    deadline,
+                    Endpoint.GRAPH,
+                    headers={"authorization": f"Bearer {token}"},
                 )
             except FetchError as exc:
                 if exc.status == 401 and not renewed:
                     self._tokens.pop(tid)  # revoked or expired early: get a new one once
                     renewed = True
                     continue
-                await self._pause_or_fail(exc, tid, attempt, deadline, what="Microsoft Graph")
+                await self._pause_or_fail(exc, tid, attempt, deadline, Endpoint.GRAPH)
 
     async def _app_token(self, tid: str, deadline: float) -> str:
         token = self._tokens.get(tid)
@@ -229,6 +292,7 @@ class GraphClient:
         return await self._token_fetches.run(tid, lambda: self._fetch_app_token(tid, deadline))
 
     async def _fetch_app_token(self, tid: str, deadline: float) -> str:
+        """Client credentials for Graph in the caller's tenant (the only token request)."""
         secret = self.settings.client_secret
         assert secret is not None  # checked before any look-up starts
         url = f"{self.settings.authority_host}/{tid}/oauth2/v2.0/token"
@@ -242,29 +306,25 @@ class GraphClient:
         while True:
             attempt += 1
             try:
-                body = await self._call("POST", url, deadline, data=form)
+                body = await self._call("POST", url, deadline, Endpoint.TOKEN, data=form)
                 break
             except FetchError as exc:
-                await self._pause_or_fail(exc, tid, attempt, deadline, what="the token endpoint")
+                await self._pause_or_fail(exc, tid, attempt, deadline, Endpoint.TOKEN)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise _LookupFailed("The token endpoint answered without an access_token")
-        try:
-            lifetime = float(body.get("expires_in", 3599))
-        except (TypeError, ValueError, OverflowError):
-            lifetime = 3599.0
-        if not math.isfinite(lifetime):
-            lifetime = 3599.0
-        lifetime = min(lifetime, 86400.0)
+            raise _LookupFailed(Failure(Cause.NO_ACCESS_TOKEN, Endpoint.TOKEN))
+        lifetime = _token_lifetime(body)
         keep = max(lifetime - TOKEN_RENEW_MARGIN, lifetime / 2)
         if keep > 0:
             self._tokens.set(tid, token, self._clock() + keep)
         return token
 
-    async def _call(self, method: str, url: str, deadline: float, **kwargs: Any) -> Any:
+    async def _call(
+        self, method: str, url: str, deadline: float, endpoint: Endpoint, **kwargs: Any
+    ) -> Any:
         remaining = deadline - self._clock()
         if remaining <= 0:
-            raise _LookupFailed("Microsoft Graph did not answer in time", retry_after=5)
+            raise _LookupFailed(Failure(Cause.TIMEOUT, endpoint, retry_after=5))
         started = time.perf_counter()
         ok = False
         try:
@@ -273,12 +333,12 @@ class GraphClient:
             ok = True
             return result
         except TimeoutError:
-            raise _LookupFailed("Microsoft Graph did not answer in time", retry_after=5) from None
+            raise _LookupFailed(Failure(Cause.TIMEOUT, endpoint, retry_after=5)) from None
         finally:
             self.observer.graph_call(ok=ok, seconds=time.perf_counter() - started)
 
     async def _pause_or_fail(
-        self, exc: FetchError, tid: str, attempt: int, deadline: float, *, what: str
+        self, exc: FetchError, tid: str, attempt: int, deadline: float, endpoint: Endpoint
     ) -> None:
         """Sleep as asked (429/5xx) when the budget allows it, else raise ``_LookupFailed``.
 
@@ -288,33 +348,40 @@ class GraphClient:
         status = exc.status
         retryable = status is None or status in RETRYABLE
         if status is None:
-            detail = f"{what} could not be reached"
-        elif status in (401, 403) or (status == 400 and what == "the token endpoint"):
-            detail = (
-                f"{what} refused the request (HTTP {status}): check ENTRA_CLIENT_SECRET and "
-                "that the GroupMember.Read.All application permission is granted"
-            )
+            cause = Cause.UNREACHABLE
+        elif status in (401, 403) or (status == 400 and endpoint is Endpoint.TOKEN):
+            cause = Cause.REFUSED
         else:
-            detail = f"{what} answered HTTP {status}"
+            cause = Cause.HTTP_ERROR
         wait = exc.retry_after if exc.retry_after is not None else min(0.25 * 2**attempt, 2.0)
         if not retryable or attempt >= MAX_ATTEMPTS or self._clock() + wait >= deadline:
             if exc.retry_after:
                 until = self._clock() + exc.retry_after
                 self._not_before.set(tid, until, until)
-            raise _LookupFailed(  # logged once by _lookup
-                detail, retry_after=exc.retry_after or (wait if retryable else None)
-            )
-        logger.warning("groups overage look-up: %s; retrying in %.2fs", detail, wait)
+            retry_after = exc.retry_after or (wait if retryable else None)
+            raise _LookupFailed(Failure(cause, endpoint, status, retry_after))
+        logger.warning(
+            "groups overage look-up: %s; retrying in %.2fs",
+            Failure(cause, endpoint, status).describe(),
+            wait,
+        )
         await asyncio.sleep(wait)
+
+
+def _token_lifetime(body: dict[str, Any]) -> float:
+    """``expires_in`` of a token response, bounded (1 day) and defaulted (3599 s)."""
+    try:
+        lifetime = float(body.get("expires_in", 3599))
+    except (TypeError, ValueError, OverflowError):
+        return 3599.0
+    return min(lifetime, 86400.0) if math.isfinite(lifetime) else 3599.0
 
 
 def _page_ids(page: Any) -> list[str]:
     if not isinstance(page, dict) or not isinstance(page.get("value"), list):
-        raise _LookupFailed("Microsoft Graph answered an unexpected document")
-    ids = []
-    for item in page["value"]:
-        if isinstance(item, dict) and isinstance(item.get("id"), str):
-            ids.append(item["id"].lower())
-        elif isinstance(item, str):  # getMemberObjects-style answers: bare ids
-            ids.append(item.lower())
-    return ids
+        raise _LookupFailed(Failure(Cause.BAD_DOCUMENT, Endpoint.GRAPH))
+    return [
+        item["id"].lower()
+        for item in page["value"]
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    ]

@@ -24,22 +24,18 @@ each route's scopes.
 from __future__ import annotations
 
 import itertools
-import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
 from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection
-from starlette.types import Scope
 from starlette.websockets import WebSocket, WebSocketState
 
-from ._errors import AuthError
-from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
+from ._errors import AuthError, ErrorCode
+from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY, log_rejection, missing_token
 from ._principal import Principal
-
-logger = logging.getLogger("entra_guard")
 
 #: Name of the OpenAPI security scheme every guard belongs to.
 SCHEME_NAME = "EntraID"
@@ -64,20 +60,22 @@ def _flatten(args: tuple[Any, ...]) -> tuple[str, ...]:
     return args
 
 
-def _unauthenticated(scope: Scope) -> AuthError:
+def _unauthenticated(scope: MutableMapping[str, Any]) -> AuthError:
     if ERROR_KEY not in scope:
         raise RuntimeError(
             "entra-guard guards need EntraAuthMiddleware: "
             "app.add_middleware(EntraAuthMiddleware, auth=auth)"
         )
     error = scope[ERROR_KEY]
-    return error if error is not None else AuthError("missing_token", "This route needs a token")
+    return error if error is not None else missing_token()
 
 
 class Guard(SecurityBase):
     """Base class of every guard: an async dependency returning the ``Principal``.
 
-    Subclasses implement ``check``; it raises ``AuthError`` to refuse.
+    Subclasses implement ``check(principal, connection)``; it raises ``AuthError``
+    to refuse. ``connection`` is the request or WebSocket (a Starlette
+    ``HTTPConnection``: ``.url``, ``.headers``, ``.scope``...).
     """
 
     scheme_name = SCHEME_NAME
@@ -91,19 +89,25 @@ class Guard(SecurityBase):
         try:
             if principal is None:
                 raise _unauthenticated(scope)
-            await self.check(principal, scope)
+            await self.check(principal, connection)
         except AuthError as exc:
             if isinstance(connection, WebSocket):
                 await _refuse_websocket(connection, exc)
             raise
         return principal
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         """Raise ``AuthError`` when ``principal`` may not pass (default: everyone passes)."""
 
     def scope_alternatives(self) -> list[frozenset[str]]:
         """Short scope names that satisfy the guard, as alternatives (for OpenAPI)."""
         return [_NO_SCOPES]
+
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        """Claim values this guard (or a part of it) accepts, by claim name (``scp``,
+        ``roles``, ``groups``, ``tid``, ``wids``): for tools that mint or offer tokens,
+        such as a dev sign-in page. Never used to decide."""
+        return {}
 
     def __and__(self, other: Guard) -> Guard:
         return all_of(self, other)
@@ -117,7 +121,7 @@ async def _refuse_websocket(websocket: WebSocket, exc: AuthError) -> None:
     auth = websocket.scope.get(AUTH_KEY)
     if auth is not None:
         auth.observer.rejected(exc.code)
-    logger.info("websocket rejected: code=%s path=%s", exc.code, websocket.scope.get("path", ""))
+    log_rejection(websocket.scope, exc, auth)
     if websocket.client_state == WebSocketState.CONNECTING:
         await websocket.accept()
     raise WebSocketException(code=1008, reason=exc.code) from exc
@@ -140,12 +144,15 @@ class _Scopes(Guard):
         self._listed = scopes
         self._detail = f"This route needs one of the delegated scopes: {' '.join(scopes)}"
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if principal.is_app_only or self.scopes.isdisjoint(principal.scopes):
             raise AuthError("insufficient_scope", self._detail, scopes=self._listed)
 
     def scope_alternatives(self) -> list[frozenset[str]]:
         return [frozenset({s}) for s in self._listed]
+
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {"scp": frozenset(self._listed)}
 
     def __repr__(self) -> str:
         return f"require_scopes{self._listed!r}"
@@ -160,25 +167,79 @@ def require_scopes(*scopes: str) -> Guard:
     return _Scopes(_names(_flatten(scopes), "scopes"))
 
 
-class _Roles(Guard):
-    def __init__(self, roles: tuple[str, ...]) -> None:
-        if not roles:
-            raise ValueError("require_roles needs at least one role")
-        self.roles = frozenset(roles)
-        self._listed = roles
-        self._detail = f"This route needs one of the app roles: {' '.join(roles)}"
+class _Membership(Guard):
+    """The caller holds at least one of ``wanted`` in one set of ``Principal``.
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
-        if self.roles.isdisjoint(principal.roles):
-            raise AuthError("missing_role", self._detail)
+    One implementation behind ``require_roles``, ``require_tenants`` and
+    ``require_directory_roles``: they differ only in the set they read, whether
+    names are GUIDs (compared lower-cased; ``Principal`` lower-cases its own once)
+    and the refusal.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        wanted: tuple[str, ...],
+        held: Callable[[Principal], frozenset[str]],
+        *,
+        claim: str,
+        guids: bool,
+        code: ErrorCode,
+        detail: str,
+    ) -> None:
+        self._name = name
+        self._listed = wanted
+        self.wanted = frozenset(w.lower() for w in wanted) if guids else frozenset(wanted)
+        self._held = held
+        self._claim = claim
+        self._code: ErrorCode = code
+        self._detail = detail
+
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+        if self.wanted.isdisjoint(self._held(principal)):
+            raise AuthError(self._code, self._detail)
+
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {self._claim: frozenset(self._listed)}
 
     def __repr__(self) -> str:
-        return f"require_roles{self._listed!r}"
+        return f"{self._name}{self._listed!r}"
+
+
+def _membership(
+    name: str, values: tuple[Any, ...], what: str, *, detail: str, **kwargs: Any
+) -> _Membership:
+    """Validate the names; ``detail`` may say ``{names}``."""
+    wanted = _names(_flatten(values), what)
+    if not wanted:
+        raise ValueError(f"{name} needs at least one {what.rstrip('s').replace('_', ' ')}")
+    return _Membership(name, wanted, detail=detail.format(names=" ".join(wanted)), **kwargs)
 
 
 def require_roles(*roles: str) -> Guard:
     """A token (user or app) with at least one of the app ``roles``; else 403 ``missing_role``."""
-    return _Roles(_names(_flatten(roles), "roles"))
+    return _membership(
+        "require_roles",
+        roles,
+        "roles",
+        held=_roles_of,
+        claim="roles",
+        guids=False,
+        code="missing_role",
+        detail="This route needs one of the app roles: {names}",
+    )
+
+
+def _roles_of(principal: Principal) -> frozenset[str]:
+    return principal.roles
+
+
+def _tenant_of(principal: Principal) -> frozenset[str]:
+    return frozenset((principal.tenant_id,))
+
+
+def _wids_of(principal: Principal) -> frozenset[str]:
+    return principal.wids
 
 
 class _ScopesOrAppRoles(Guard):
@@ -190,7 +251,7 @@ class _ScopesOrAppRoles(Guard):
         self._scopes = scopes
         self._roles = app_roles
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if principal.is_app_only:
             if self.app_roles.isdisjoint(principal.roles):
                 detail = (
@@ -209,6 +270,9 @@ class _ScopesOrAppRoles(Guard):
 
     def scope_alternatives(self) -> list[frozenset[str]]:
         return [frozenset({s}) for s in self._scopes] or [_NO_SCOPES]
+
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {"scp": frozenset(self._scopes), "roles": frozenset(self._roles)}
 
     def __repr__(self) -> str:
         return f"require_scopes_or_app_roles(scopes={self._scopes!r}, app_roles={self._roles!r})"
@@ -233,11 +297,14 @@ class _Groups(Guard):
         self.groups = frozenset(g.lower() for g in groups)
         self._listed = groups
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
-        if any(g.lower() in self.groups for g in principal.groups):
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return {"groups": self.groups}
+
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+        if not self.groups.isdisjoint(principal.groups):  # both lower-cased
             return
         if principal.groups_overage:
-            auth = scope.get(AUTH_KEY)
+            auth = connection.scope.get(AUTH_KEY)
             if auth is None:
                 raise RuntimeError("require_groups needs EntraAuthMiddleware")
             resolved = await auth.group_ids(principal)
@@ -260,39 +327,18 @@ def require_groups(*group_ids: str) -> Guard:
     return _Groups(_names(_flatten(group_ids), "group_ids"))
 
 
-class _Tenants(Guard):
-    def __init__(self, tenants: tuple[str, ...]) -> None:
-        if not tenants:
-            raise ValueError("require_tenants needs at least one tenant id")
-        self.tenants = frozenset(t.lower() for t in tenants)
-        self._listed = tenants
-
-    async def check(self, principal: Principal, scope: Scope) -> None:
-        if principal.tenant_id.lower() not in self.tenants:
-            raise AuthError("tenant_not_allowed", "The caller's tenant may not use this route")
-
-    def __repr__(self) -> str:
-        return f"require_tenants{self._listed!r}"
-
-
 def require_tenants(*tenant_ids: str) -> Guard:
     """The token's ``tid`` is one of ``tenant_ids``; else 403 ``tenant_not_allowed``."""
-    return _Tenants(_names(_flatten(tenant_ids), "tenant_ids"))
-
-
-class _DirectoryRoles(Guard):
-    def __init__(self, wids: tuple[str, ...]) -> None:
-        if not wids:
-            raise ValueError("require_directory_roles needs at least one role template id")
-        self.wids = frozenset(w.lower() for w in wids)
-        self._listed = wids
-
-    async def check(self, principal: Principal, scope: Scope) -> None:
-        if not any(w.lower() in self.wids for w in principal.wids):
-            raise AuthError("missing_role", "The caller does not hold a directory role this needs")
-
-    def __repr__(self) -> str:
-        return f"require_directory_roles{self._listed!r}"
+    return _membership(
+        "require_tenants",
+        tenant_ids,
+        "tenant_ids",
+        held=_tenant_of,
+        claim="tid",
+        guids=True,
+        code="tenant_not_allowed",
+        detail="The caller's tenant may not use this route",
+    )
 
 
 def require_directory_roles(*role_template_ids: str) -> Guard:
@@ -301,14 +347,23 @@ def require_directory_roles(*role_template_ids: str) -> Guard:
     E.g. Global Administrator is ``62e90394-69f5-4237-9190-012177145e10``.
     Entra only emits ``wids`` when the app registration asks for it.
     """
-    return _DirectoryRoles(_names(_flatten(role_template_ids), "role_template_ids"))
+    return _membership(
+        "require_directory_roles",
+        role_template_ids,
+        "role_template_ids",
+        held=_wids_of,
+        claim="wids",
+        guids=True,
+        code="missing_role",
+        detail="The caller does not hold a directory role this needs",
+    )
 
 
 class _TokenType(Guard):
     def __init__(self, app_only: bool) -> None:
         self.app_only = app_only
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if principal.is_app_only != self.app_only:
             wanted = "an app-only" if self.app_only else "a delegated (user)"
             raise AuthError("wrong_token_type", f"This route needs {wanted} token")
@@ -324,7 +379,7 @@ require_delegated = _TokenType(app_only=False)
 
 
 class _NoGuests(Guard):
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if principal.is_guest:
             raise AuthError("guest_not_allowed", "Guest users may not use this route")
 
@@ -340,9 +395,9 @@ class _AllOf(Guard):
     def __init__(self, guards: tuple[Guard, ...]) -> None:
         self.guards = guards
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         for guard in self.guards:
-            await guard.check(principal, scope)
+            await guard.check(principal, connection)
 
     def scope_alternatives(self) -> list[frozenset[str]]:
         combos: list[frozenset[str]] = [_NO_SCOPES]
@@ -356,6 +411,9 @@ class _AllOf(Guard):
                 combos = [frozenset().union(*combos)]
         return combos
 
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return _merged_claims(self.guards)
+
     def __repr__(self) -> str:
         return f"all_of{self.guards!r}"
 
@@ -364,12 +422,12 @@ class _AnyOf(Guard):
     def __init__(self, guards: tuple[Guard, ...]) -> None:
         self.guards = guards
 
-    async def check(self, principal: Principal, scope: Scope) -> None:
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         first: AuthError | None = None
         unavailable: AuthError | None = None
         for guard in self.guards:
             try:
-                await guard.check(principal, scope)
+                await guard.check(principal, connection)
             except AuthError as exc:
                 first = first or exc
                 if exc.status_code == 503:
@@ -389,8 +447,19 @@ class _AnyOf(Guard):
             combos = [frozenset().union(*combos)]
         return combos
 
+    def accepted_claims(self) -> dict[str, frozenset[str]]:
+        return _merged_claims(self.guards)
+
     def __repr__(self) -> str:
         return f"any_of{self.guards!r}"
+
+
+def _merged_claims(guards: Iterable[Guard]) -> dict[str, frozenset[str]]:
+    merged: dict[str, frozenset[str]] = {}
+    for guard in guards:
+        for claim, values in guard.accepted_claims().items():
+            merged[claim] = merged.get(claim, frozenset()) | values
+    return merged
 
 
 def _guards(guards: tuple[Guard, ...], kind: type[Guard]) -> tuple[Guard, ...]:

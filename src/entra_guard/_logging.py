@@ -27,12 +27,17 @@ PII_CLAIMS = frozenset(
 )
 
 
-def loggable(value: object, limit: int = 64) -> str:
-    """``value`` as one safe, bounded log token (``-`` when absent)."""
+def loggable(value: object, limit: int = 64, *, words: bool = False) -> str:
+    """``value`` as one safe, bounded log token (``-`` when absent).
+
+    Every entra-guard log line passes what it did not write itself (request
+    paths, ``kid``, upstream URLs and errors) through here. ``words=True`` keeps
+    spaces, for messages; otherwise a value cannot look like two ``k=v`` fields.
+    """
     if value is None:
         return "-"
     text = str(value)
     cleaned = "".join(
-        c if c.isprintable() and c.isascii() and c != " " else "?" for c in text[:limit]
+        c if c.isprintable() and c.isascii() and (words or c != " ") else "?" for c in text[:limit]
     )
     return cleaned + ("..." if len(text) > limit else "")

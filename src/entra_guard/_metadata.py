@@ -6,7 +6,11 @@ Rules (README "Security model"):
 - refreshed in the background every ``metadata_refresh`` while traffic flows
   (stale-while-revalidate: requests never wait for a routine refresh);
 - an unknown ``kid`` forces at most one JWKS refresh per
-  ``min_refresh_interval`` (the first one after a load is immediate);
+  ``min_refresh_interval`` (30 s by default, 60 s at most; the first one after
+  a load is immediate): an invented ``kid`` delays a real rollover by that much
+  at most, and a storm of them costs at most two JWKS fetches a minute. A
+  refresh that drops a key also ends the cached results it verified
+  (``EntraAuth`` checks the key's identity against ``current``);
 - on IdP failure the last known good keys keep serving; with nothing cached
   the caller gets ``idp_unavailable`` and retries are spaced out.
 
@@ -219,7 +223,7 @@ class MetadataCache:
                 level,
                 "metadata fetch failed after %.3fs: %s%s",
                 self._clock() - started,
-                exc,
+                loggable(exc, 300, words=True),  # holds URLs from the IdP's documents
                 " (keeping last known good keys)" if previous is not None else "",
             )
             raise exc from None

@@ -28,7 +28,6 @@ PRINCIPAL_KEY = "entra_guard.principal"
 ERROR_KEY = "entra_guard.error"
 AUTH_KEY = "entra_guard.auth"
 
-_MISSING = AuthError("missing_token", "This route needs a bearer token")
 _NO_CREDENTIALS = AuthCredentials()
 _ANONYMOUS = UnauthenticatedUser()
 _RESPONSE_STARTED = frozenset(
@@ -36,17 +35,23 @@ _RESPONSE_STARTED = frozenset(
 )
 
 
+def missing_token() -> AuthError:
+    """A fresh refusal per request: a shared instance would carry one request's
+    traceback (and through it, its scope) into the next."""
+    return AuthError("missing_token", "This route needs a bearer token")
+
+
 def bearer_token(scope: Scope) -> tuple[str | None, AuthError | None]:
     """The token from ``Authorization: Bearer ...``; never from the query string or cookies."""
     values = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
     if not values:
-        return None, _MISSING
+        return None, missing_token()
     if len(values) > 1:
         return None, AuthError("malformed_token", "More than one Authorization header was sent")
     raw = values[0]
     scheme, _, credentials = raw.partition(b" ")
     if scheme.lower() != b"bearer":
-        return None, _MISSING  # Basic, Negotiate, ...: not ours (RFC 6750 §3.1)
+        return None, missing_token()  # Basic, Negotiate, ...: not ours (RFC 6750 §3.1)
     credentials = credentials.strip(b" \t")
     if not credentials:
         return None, AuthError("missing_token", "The bearer token is empty")
@@ -70,21 +75,86 @@ def unverified_kid(scope: Scope) -> str | None:
     return kid if isinstance(kid, str) else None
 
 
+def credentials(principal: Any) -> AuthCredentials:
+    """``request.auth``: ``scp:<scope>`` and ``role:<app role>``, never one bare namespace.
+
+    Entra permission names can exist as both (``User.Read.All``), so Starlette's
+    ``@requires("role:Admin")`` must not be satisfied by a delegated scope named
+    ``Admin`` (README "Use it in your API"). The names are built once per
+    ``Principal`` (``auth_scopes``), which the verified-token cache keeps.
+    """
+    return AuthCredentials(principal.auth_scopes)
+
+
+def excluded_path(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``path`` is one of ``prefixes`` or below one, by whole segments:
+    ``/public`` covers ``/public`` and ``/public/x``, not ``/publications``."""
+    for prefix in prefixes:
+        if path == prefix or path.startswith(prefix + "/") or prefix == "":
+            return True
+    return False
+
+
+def log_rejection(scope: Scope, exc: AuthError, auth: EntraAuth | None) -> None:
+    """One INFO line per refusal, HTTP and WebSocket alike: code, kid, and tid/oid/app
+    only once verified. Every value goes through ``loggable``, so a request can never
+    forge a log line (README "Logging").
+
+    Never the token; PII claims (name, UPN) only with ``log_pii``.
+    """
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    principal = scope.get(PRINCIPAL_KEY)  # set only when the token verified
+    fields: dict[str, Any] = {
+        "code": exc.code,
+        "status": exc.status_code,
+        "path": loggable(scope.get("path", ""), 200),
+        "kid": loggable(unverified_kid(scope)),
+        "tid": loggable(getattr(principal, "tenant_id", None)),
+        "oid": loggable(getattr(principal, "object_id", None)),
+        "app": loggable(getattr(principal, "app_id", None)),
+    }
+    if scope.get("type") == "websocket":
+        fields["status"] = 1008  # the close code
+    if principal is not None and auth is not None and auth.settings.log_pii:
+        fields["name"] = loggable(principal.name, 100)
+        fields["upn"] = loggable(principal.preferred_username, 100)
+    logger.info(
+        "request rejected: %s",
+        " ".join(f"{k}={v}" for k, v in fields.items()),
+        extra={f"entra_{k}": v for k, v in fields.items()},
+    )
+
+
 class EntraAuthMiddleware:
     """``app.add_middleware(EntraAuthMiddleware, auth=auth)``."""
 
     def __init__(self, app: ASGIApp, auth: EntraAuth, exclude_paths: Iterable[str] = ()) -> None:
         self.app = app
         self.auth = auth
-        self.exclude_paths = tuple(exclude_paths)
+        #: Whole-segment prefixes (a trailing ``/`` is ignored): see ``excluded_path``.
+        self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
+        # Start-up checks of the declared guards and RFC 9728 metadata (README "Step-up
+        # and client controls"); imported here: that module imports the guards, which
+        # import this one.
+        from ._resource_metadata import ProtectedResource
+
+        self.resource = ProtectedResource(auth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan":
+                receive = self.resource.lifespan_receive(scope, receive, send)
             await self.app(scope, receive, send)
             return
+        if self.resource.serves(scope):
+            await self.resource.serve(scope, send)
+            return
         scope[AUTH_KEY] = self.auth
-        excluded = bool(self.exclude_paths) and scope.get("path", "").startswith(self.exclude_paths)
-        token, error = (None, _MISSING) if excluded else bearer_token(scope)
+        excluded = bool(self.exclude_paths) and excluded_path(
+            scope.get("path", ""), self.exclude_paths
+        )
+        token, error = (None, missing_token()) if excluded else bearer_token(scope)
         principal = None
         if token is not None:
             try:
@@ -120,45 +190,21 @@ class EntraAuthMiddleware:
         scope[ERROR_KEY] = error
         if principal is not None:
             scope["user"] = principal
-            scope["auth"] = AuthCredentials(sorted(principal.scopes | principal.roles))
+            scope["auth"] = credentials(principal)
         else:
             scope["user"] = _ANONYMOUS
             scope["auth"] = _NO_CREDENTIALS
 
-    def _log_rejection(self, scope: Scope, exc: AuthError) -> None:
-        """One INFO line per refusal: code, kid, and tid/oid/app only once verified.
-
-        Never the token; PII claims (name, UPN) only with ``log_pii``.
-        """
-        principal = scope.get(PRINCIPAL_KEY)  # set only when the token verified
-        fields: dict[str, Any] = {
-            "code": exc.code,
-            "status": exc.status_code,
-            "path": loggable(scope.get("path", ""), 200),
-            "kid": loggable(unverified_kid(scope)),
-            "tid": loggable(getattr(principal, "tenant_id", None)),
-            "oid": loggable(getattr(principal, "object_id", None)),
-            "app": loggable(getattr(principal, "app_id", None)),
-        }
-        if principal is not None and self.auth.settings.log_pii:
-            fields["name"] = loggable(principal.name, 100)
-            fields["upn"] = loggable(principal.preferred_username, 100)
-        logger.info(
-            "request rejected: %s",
-            " ".join(f"{k}={v}" for k, v in fields.items()),
-            extra={f"entra_{k}": v for k, v in fields.items()},
-        )
-
     async def reject(self, scope: Scope, send: Send, exc: AuthError) -> None:
         """Send the refusal: JSON + RFC 6750 headers, or a 1008 WebSocket close."""
         self.auth.observer.rejected(exc.code)
-        if logger.isEnabledFor(logging.INFO):
-            self._log_rejection(scope, exc)
+        log_rejection(scope, exc, self.auth)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": exc.code})
             return
         body = exc.response_body()
-        headers = exc.response_headers()
+        metadata_url = self.resource.url(scope) if exc.status_code == 401 else None
+        headers = exc.response_headers(metadata_url)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})

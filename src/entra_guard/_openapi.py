@@ -36,10 +36,17 @@ def scope_prefix(settings: EntraSettings) -> str:
     return f"api://{settings.client_id}/"
 
 
-def security_scheme(settings: EntraSettings, scopes: Mapping[str, str]) -> dict[str, Any]:
+def security_scheme(
+    settings: EntraSettings,
+    scopes: Mapping[str, str],
+    *,
+    authorization_url: str | None = None,
+    token_url: str | None = None,
+) -> dict[str, Any]:
     """The OpenAPI OAuth2 authorization-code scheme for this API's tenant.
 
-    ``scopes`` maps full scope names to descriptions.
+    ``scopes`` maps full scope names to descriptions; ``authorization_url`` and
+    ``token_url`` replace the tenant's endpoints (e.g. a dev sign-in served by the app).
     """
     base = f"{settings.authority_host}/{settings.tenant_id}/oauth2/v2.0"
     return {
@@ -47,8 +54,8 @@ def security_scheme(settings: EntraSettings, scopes: Mapping[str, str]) -> dict[
         "description": "Microsoft Entra ID sign-in (authorization code with PKCE)",
         "flows": {
             "authorizationCode": {
-                "authorizationUrl": f"{base}/authorize",
-                "tokenUrl": f"{base}/token",
+                "authorizationUrl": authorization_url or f"{base}/authorize",
+                "tokenUrl": token_url or f"{base}/token",
                 "scopes": dict(scopes),
             }
         },
@@ -73,11 +80,15 @@ def setup_openapi(
     *,
     scopes: Mapping[str, str] | Iterable[str] = (),
     scheme_name: str = SCHEME_NAME,
+    authorization_url: str | None = None,
+    token_url: str | None = None,
 ) -> None:
     """Give ``app``'s OpenAPI document and ``/docs`` an Entra ID sign-in.
 
     ``scopes``: extra short scope names (optionally with descriptions) to offer
     in the sign-in dialog; the scopes used by guards are always listed.
+    ``authorization_url`` / ``token_url``: sign in elsewhere than the tenant
+    (absolute, or a path of this app such as a dev-mode sign-in).
     """
     settings = auth.settings if isinstance(auth, EntraAuth) else auth
     prefix = scope_prefix(settings)
@@ -97,7 +108,8 @@ def setup_openapi(
         schema = generate()
         if patched and patched[0] == id(schema):
             return schema
-        _patch(schema, app, prefix, extra, settings, scheme_name)
+        scheme = {"authorization_url": authorization_url, "token_url": token_url}
+        _patch(schema, app, prefix, extra, settings, scheme_name, scheme)
         patched[:] = [id(schema)]
         return schema
 
@@ -129,6 +141,7 @@ def _patch(
     extra: Mapping[str, str],
     settings: EntraSettings,
     scheme_name: str,
+    urls: Mapping[str, str | None],
 ) -> None:
     declared = {prefix + name: text for name, text in extra.items()}
     paths = schema.get("paths", {})
@@ -136,7 +149,9 @@ def _patch(
         if not route.include_in_schema:
             continue
         # EntraRoute keeps its route-level guards out of the dependency graph.
-        guards = [*getattr(original, "entra_guards", ()), *route_guards(route.dependant)]
+        guards = list(
+            dict.fromkeys([*getattr(original, "entra_guards", ()), *route_guards(route.dependant)])
+        )
         if not guards:
             continue
         alternatives = all_of(*guards).scope_alternatives()
@@ -156,10 +171,29 @@ def _patch(
                 {**others, scheme_name: sorted(prefix + s for s in alternative)}
                 for alternative in alternatives
             ]
+            _describe(operation, guards, settings)
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})[scheme_name] = security_scheme(
-        settings, dict(sorted(declared.items()))
+        settings, dict(sorted(declared.items())), **urls
     )
+
+
+def _describe(operation: dict[str, Any], guards: list[Guard], settings: EntraSettings) -> None:
+    """Requirements scopes cannot express (authentication context, client apps): an
+    ``x-entra-*`` extension and a sentence in the description, from the guards'
+    ``openapi_extension``/``openapi_note`` (README "Step-up and client controls")."""
+    stack, notes = list(reversed(guards)), []
+    while stack:
+        guard = stack.pop()
+        stack.extend(reversed(getattr(guard, "guards", ())))
+        if hasattr(guard, "openapi_extension") and hasattr(guard, "openapi_note"):
+            for key, values in guard.openapi_extension(settings).items():
+                operation[key] = list(dict.fromkeys([*operation.get(key, []), *values]))
+            notes.append(guard.openapi_note(settings))
+    if notes:
+        text = "\n\n".join(dict.fromkeys(notes))
+        described = operation.get("description")
+        operation["description"] = f"{described}\n\n{text}" if described else text
 
 
 __all__ = ["route_guards", "scope_prefix", "security_scheme", "setup_openapi"]

@@ -22,13 +22,34 @@ def _str_set(claims: Mapping[str, Any], name: str) -> frozenset[str]:
     return _EMPTY
 
 
+def _lower(value: str) -> str:
+    """``value.lower()``, but the claim's own string when it already is (Entra sends
+    lower-case GUIDs): a cached principal then holds one copy, not two."""
+    lowered = value.lower()
+    return value if lowered == value else lowered
+
+
+def _guid_set(claims: Mapping[str, Any], name: str) -> frozenset[str]:
+    """Object ids are case-insensitive: lower-cased here, once, for every comparison."""
+    value = claims.get(name)
+    if isinstance(value, list):
+        return frozenset(_lower(v) for v in value if isinstance(v, str))
+    return _EMPTY
+
+
+def _guid(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return _lower(value) if isinstance(value, str) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a user (delegated token) or an application (app-only token).
 
     Authorize on ``tenant_id`` + ``object_id``, ``scopes``, ``roles``,
     ``groups`` and ``wids``; ``name`` and ``preferred_username`` are mutable
-    and for display only.
+    and for display only. The GUIDs (``tenant_id``, ``object_id``, ``groups``,
+    ``wids``) are lower-cased; ``claims`` keeps the token's own spelling.
     """
 
     tenant_id: str
@@ -46,6 +67,13 @@ class Principal:
     preferred_username: str | None
     is_guest: bool
     claims: Mapping[str, Any] = field(repr=False, compare=False)
+    #: ``request.auth.scopes``: ``scp:<scope>`` and ``role:<app role>``, sorted; built
+    #: once here rather than on every request (README "Use it in your API").
+    auth_scopes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [*(f"scp:{s}" for s in self.scopes), *(f"role:{r}" for r in self.roles)]
+        object.__setattr__(self, "auth_scopes", tuple(sorted(names)))
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], version: str) -> Principal:
@@ -56,16 +84,16 @@ class Principal:
         )
         idp, iss = _str(claims, "idp"), _str(claims, "iss")
         return cls(
-            tenant_id=str(claims["tid"]),
-            object_id=_str(claims, "oid"),
+            tenant_id=_lower(str(claims["tid"])),
+            object_id=_guid(claims, "oid"),
             subject=_str(claims, "sub"),
             app_id=_str(claims, "azp") or _str(claims, "appid"),
             is_app_only=claims.get("idtyp") == "app" or "scp" not in claims,
             scopes=frozenset(scp.split()) if scp else _EMPTY,
             roles=_str_set(claims, "roles"),
-            groups=_str_set(claims, "groups"),
+            groups=_guid_set(claims, "groups"),
             groups_overage=overage,
-            wids=_str_set(claims, "wids"),
+            wids=_guid_set(claims, "wids"),
             token_version=version,
             name=_str(claims, "name"),
             preferred_username=_str(claims, "preferred_username") or _str(claims, "upn"),

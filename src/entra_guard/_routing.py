@@ -9,16 +9,22 @@ FastAPI's dependency graph and awaited directly, in the same order and with
 the same refusals, before the endpoint and its other dependencies run.
 
 Guards used as endpoint parameters (``user = Security(require_scopes(...))``)
-stay ordinary dependencies: their value is needed. ``setup_openapi`` still
-lists the scopes of every guard, wherever it was declared.
+stay ordinary dependencies: their value is needed. The route still lists its
+guards in FastAPI's own OpenAPI (``security: [{"EntraID": [...]}]``), with or
+without ``setup_openapi``: they are added back to the dependency tree OpenAPI
+reads once the request handler, which does not resolve them, is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
+import fastapi.routing
 from fastapi import params
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_parameterless_sub_dependant
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,21 +44,48 @@ class EntraRoute(APIRoute):
         **kwargs: Any,
     ) -> None:
         kept: list[params.Depends] = []
-        guards: list[Guard] = []
+        guards: list[params.Depends] = []
         for dependency in dependencies or ():
             if isinstance(dependency.dependency, Guard):
-                guards.append(dependency.dependency)
+                guards.append(dependency)
             else:
                 kept.append(dependency)
         #: The guards this route awaits before FastAPI resolves the rest.
-        self.entra_guards: tuple[Guard, ...] = tuple(guards)
+        self.entra_guards: tuple[Guard, ...] = tuple(
+            d.dependency for d in guards if isinstance(d.dependency, Guard)
+        )
+        self._guard_depends = tuple(guards)
         super().__init__(path, endpoint, dependencies=kept, **kwargs)
+        #: The tree FastAPI resolves per request: without the guards.
+        self.resolved_dependant = self.dependant
+        # The handler is built; show the guards to OpenAPI again.
+        self.dependant = self._listing_guards(self.dependant)
+
+    def _listing_guards(self, dependant: Dependant) -> Dependant:
+        """``dependant`` with the route-level guards in front, for OpenAPI only."""
+        if not self._guard_depends:
+            return dependant
+        path = self.path_format
+        listed = [
+            get_parameterless_sub_dependant(depends=d, path=path) for d in self._guard_depends
+        ]
+        return replace(dependant, dependencies=[*listed, *dependant.dependencies])
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         guards = self.entra_guards
         if not guards:
             return handler
+        # FastAPI >= 0.16x builds a handler per inclusion in a router (an "effective
+        # route context" with its own dependency tree): list the guards there too.
+        context_var = getattr(fastapi.routing, "_effective_route_context_var", None)
+        context = context_var.get() if context_var is not None else None
+        if (
+            context is not None
+            and getattr(context, "original_route", None) is self
+            and isinstance(getattr(context, "dependant", None), Dependant)
+        ):
+            context.dependant = self._listing_guards(context.dependant)
 
         async def guarded(request: Request) -> Response:
             for guard in guards:

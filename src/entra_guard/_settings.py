@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-GUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: Anchored with ``\A``/``\Z`` (``$`` would match before a final newline); use ``fullmatch``.
+GUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 MULTI_TENANT_IDS = frozenset({"organizations", "common"})
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
 TOKEN_VERSIONS = frozenset({"1.0", "2.0"})
@@ -56,6 +57,64 @@ def _check_base_url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
+#: A Conditional Access authentication context id, as in the token's ``acrs`` claim.
+AUTH_CONTEXT_ID_RE = re.compile(r"^c[1-9][0-9]?$")
+#: Characters that could break out of a header value or a quoted-string (and ``"``, ``\\``).
+_UNSAFE_RE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def check_label(what: str, value: str, *, max_length: int = 100) -> str:
+    """A configured name that may reach a log line, a JSON body or an OpenAPI document:
+    printable, no quotes or backslashes, bounded (no header injection through config)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be non-empty strings, got {value!r}")
+    if _UNSAFE_RE.search(value) or not value.isprintable() or len(value) > max_length:
+        raise ValueError(
+            f"{what} must be printable, at most {max_length} characters, without quotes, "
+            f"backslashes or control characters, got {value!r}"
+        )
+    return value.strip()
+
+
+def check_auth_contexts(value: dict[str, str]) -> dict[str, str]:
+    """``{"approve-payment": "c1"}``: names are labels, values authentication context ids."""
+    out: dict[str, str] = {}
+    for name, context in value.items():
+        label = check_label("ENTRA_AUTH_CONTEXTS names", name)
+        if AUTH_CONTEXT_ID_RE.match(label.lower()):
+            raise ValueError(f"ENTRA_AUTH_CONTEXTS: the name {label!r} looks like an id")
+        if (
+            not isinstance(context, str)
+            or _UNSAFE_RE.search(context)
+            or not AUTH_CONTEXT_ID_RE.match(context.strip().lower())
+        ):
+            raise ValueError(
+                f"ENTRA_AUTH_CONTEXTS[{label!r}] must be an authentication context id "
+                f"c1...c99, got {context!r}"
+            )
+        out[label] = context.strip().lower()
+    return out
+
+
+def check_resource_uri(value: str) -> str:
+    """An absolute URI without whitespace, quotes or control characters, nor a fragment."""
+    text = value.strip(" ")
+    parts = urlsplit(text)
+    if (
+        not parts.scheme
+        or parts.fragment
+        or "#" in text
+        or len(text) > 2048
+        or any(c.isspace() or c in '"\\<>' or not c.isprintable() for c in text)
+        or (parts.scheme in ("http", "https") and not parts.hostname)
+    ):
+        raise ValueError(
+            "ENTRA_RESOURCE_URI must be an absolute URI (api://... or https://...) without "
+            f"spaces, quotes, control characters or a fragment, got {value!r}"
+        )
+    return text
+
+
 class EntraSettings(BaseSettings):
     """Everything entra-guard needs to know about your app registration."""
 
@@ -70,6 +129,10 @@ class EntraSettings(BaseSettings):
     allowed_tenants: StrList = Field(
         default_factory=list,
         description="Tenant GUIDs allowed to call (multi-tenant); empty allows every tenant.",
+    )
+    allowed_client_apps: StrList = Field(
+        default_factory=list,
+        description="Client app ids (`azp`/`appid`) allowed to call; empty allows every app.",
     )
     authority_host: str = Field(
         default="https://login.microsoftonline.com",
@@ -98,7 +161,10 @@ class EntraSettings(BaseSettings):
         default=86400.0, ge=60, description="Background refresh of discovery and keys, s."
     )
     min_refresh_interval: float = Field(
-        default=300.0, ge=0, description="Least time between unknown-`kid` JWKS refreshes, s."
+        default=30.0,
+        ge=0,
+        le=60,
+        description="Least time between unknown-`kid` JWKS refreshes, s (at most 60).",
     )
     token_cache_size: int = Field(
         default=4096, ge=0, description="Verified-token cache entries (0 disables it)."
@@ -110,12 +176,25 @@ class EntraSettings(BaseSettings):
     public_client_id: str | None = Field(
         default=None, description="Public (SPA) client id for the Swagger UI sign-in."
     )
+    # Step-up and resource metadata (README "Step-up and client controls").
+    auth_contexts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Names for Conditional Access authentication contexts: `{name: c1..c99}`.",
+    )
+    resource_metadata: bool = Field(
+        default=False, description="Serve RFC 9728 protected-resource metadata."
+    )
+    resource_uri: str | None = Field(
+        default=None, description="RFC 9728 `resource`; default `api://{client_id}`."
+    )
     log_pii: bool = Field(default=False, description="Allow names/UPNs in log lines.")
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
     tls_verify: bool = Field(default=True, description="Verify TLS certificates (keep it on).")
 
-    @field_validator("audiences", "allowed_tenants", "accepted_algorithms", mode="before")
+    @field_validator(
+        "audiences", "allowed_tenants", "allowed_client_apps", "accepted_algorithms", mode="before"
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -129,7 +208,7 @@ class EntraSettings(BaseSettings):
     @classmethod
     def _tenant(cls, value: str) -> str:
         tenant = value.strip().lower()
-        if tenant in MULTI_TENANT_IDS or GUID_RE.match(tenant):
+        if tenant in MULTI_TENANT_IDS or GUID_RE.fullmatch(tenant):
             return tenant
         raise ValueError(
             "ENTRA_TENANT_ID must be the tenant GUID, or 'organizations'/'common' for a "
@@ -147,7 +226,7 @@ class EntraSettings(BaseSettings):
     @classmethod
     def _allowed(cls, value: list[str]) -> list[str]:
         tenants = [t.lower() for t in value]
-        bad = [t for t in tenants if not GUID_RE.match(t)]
+        bad = [t for t in tenants if not GUID_RE.fullmatch(t)]
         if bad:
             raise ValueError(f"ENTRA_ALLOWED_TENANTS must be tenant GUIDs, got {bad!r}")
         return tenants
@@ -181,6 +260,16 @@ class EntraSettings(BaseSettings):
         if value is not None and urlsplit(value).scheme not in ("http", "https", "socks5"):
             raise ValueError(f"ENTRA_HTTP_PROXY must be a proxy URL, got {value!r}")
         return value
+
+    @field_validator("auth_contexts")
+    @classmethod
+    def _auth_contexts(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_auth_contexts(value)
+
+    @field_validator("resource_uri")
+    @classmethod
+    def _resource_uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_resource_uri(value)
 
     @model_validator(mode="after")
     def _defaults(self) -> EntraSettings:

@@ -1,15 +1,15 @@
-"""Token validation, in the order the rules are applied (README "Security model").
+"""Token validation: one ordered table of named rules (README "Security model").
 
-1. strict parse of the compact JWS (size, shape, base64url, JSON header);
-2. algorithm allow-list; ``jku``/``x5u``/``jwk`` are never looked at;
-3. signing key chosen by ``kid`` (or ``x5t``) from the tenant's JWKS;
-4. signature;
-then, on the now-trusted claims: lifetime, issuer (+ ``tid``), audience,
-``scp``/``roles`` presence, tenant allow-list. No claim is used for any
-decision or look-up before the signature has been verified.
+``RULES`` is the only place the order and the text of the rules live.
+``TokenValidator`` runs it for the middleware; ``entra-guard inspect`` runs the
+very same table (README "`entra-guard inspect`") and only adds expected/got
+values and a hint per rule name, so the two can never disagree.
 
-Each step is a small function so that the ``inspect`` CLI can replay them one
-by one and show which one failed.
+The rules share a small ``Context``: ``format`` decodes all three segments
+strictly (the payload is decoded but not trusted), ``key`` picks the signing
+key, ``signature`` verifies it and only then copies the payload into
+``claims``, which every later rule reads. No claim is used for any decision or
+look-up before the signature holds.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._crypto import SigningKey, b64url_decode
-from ._errors import AuthError
+from ._crypto import NonCanonicalBase64, SigningKey, b64url_decode
+from ._errors import AuthError, ErrorCode
 from ._metadata import MetadataCache, TenantMetadata
 from ._settings import GUID_RE, EntraSettings
 
@@ -31,22 +31,51 @@ from ._settings import GUID_RE, EntraSettings
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedToken:
-    """A compact JWS split and its header decoded; nothing in it is trusted yet."""
+class Context:
+    """What the rules learn about one token, in the order they learn it.
 
-    header: Mapping[str, Any]
-    alg: str
-    kid: str | None
-    x5t: str | None
-    signing_input: bytes
-    payload_segment: str
-    signature: bytes
+    ``payload`` is decoded by ``format`` but stays untrusted; ``claims`` is set
+    by ``signature`` once the signature holds (the inspector may set it to the
+    untrusted payload to show later problems, marked as such).
+    """
+
+    __slots__ = (
+        "alg",
+        "claims",
+        "expires_at",
+        "header",
+        "key",
+        "kid",
+        "metadata",
+        "now",
+        "payload",
+        "signature",
+        "signing_input",
+        "token",
+        "version",
+        "x5t",
+    )
+
+    def __init__(self, token: str, now: float) -> None:
+        self.token = token
+        self.now = now
+        self.header: dict[str, Any] | None = None
+        self.alg: str | None = None
+        self.kid: str | None = None
+        self.x5t: str | None = None
+        self.signing_input = b""
+        self.signature = b""
+        self.payload: dict[str, Any] | None = None
+        self.key: SigningKey | None = None
+        self.metadata: TenantMetadata | None = None
+        self.claims: dict[str, Any] | None = None
+        self.expires_at = 0.0
+        self.version = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ValidatedToken:
-    """Claims that passed every check, and what they were checked against."""
+    """Claims that passed every rule, and what they were checked against."""
 
     claims: Mapping[str, Any]
     version: str
@@ -55,8 +84,11 @@ class ValidatedToken:
     expires_at: float
 
 
-def _malformed(detail: str) -> AuthError:
-    return AuthError("malformed_token", detail)
+def _malformed(detail: str, reason: str) -> AuthError:
+    return AuthError("malformed_token", detail, reason=reason)
+
+
+# -- strict JSON -------------------------------------------------------------------------
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -67,25 +99,35 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-#: Built once: ``json.loads(..., object_pairs_hook=...)`` would build a decoder per call.
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN / Infinity are Python extensions
 
 
+#: Built once: ``json.loads(..., object_pairs_hook=...)`` would build a decoder per call.
 _JSON_DECODER = json.JSONDecoder(
     object_pairs_hook=_object_without_duplicates, parse_constant=_no_constants
 )
 
 
 def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
+    """A base64url (canonical) JSON object, strictly; ``AuthError`` malformed_token else."""
     try:
         raw = b64url_decode(segment)
-        # Exactly what json.loads does with bytes (UTF-8/16/32 detection), minus the set-up.
-        value = _JSON_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    except NonCanonicalBase64 as exc:
+        raise _malformed(
+            f"The token {what} is not canonical base64url", "non_canonical_base64"
+        ) from exc
+    except ValueError as exc:
+        raise _malformed(f"The token {what} is not base64url-encoded JSON", "not_base64") from exc
+    try:
+        # What json.loads does with bytes (UTF-8/16/32 detection), minus the set-up; "{" then
+        # a non-zero byte is what detect_encoding answers "utf-8" for (no BOM, no UTF-16/32).
+        encoding = "utf-8" if raw[:1] == b"{" and raw[1:2] != b"\0" else json.detect_encoding(raw)
+        value = _JSON_DECODER.decode(raw.decode(encoding, "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise _malformed(f"The token {what} is not base64url-encoded JSON") from exc
+        raise _malformed(f"The token {what} is not base64url-encoded JSON", "not_json") from exc
     if not isinstance(value, dict):
-        raise _malformed(f"The token {what} is not a JSON object")
+        raise _malformed(f"The token {what} is not a JSON object", "not_json_object")
     return value
 
 
@@ -95,15 +137,13 @@ _HEADER_CACHE_MAX_SEGMENT = 512
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def _decode_header(segment: str, cache: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+def _decode_header(segment: str, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``decode_json_segment(segment, "header")``, memoized on the exact segment text.
 
     Only successful decodes of short, flat headers (scalar values, as Entra's
     ``typ``/``alg``/``kid``/``x5t``) are kept, and callers get a copy, so the
-    result is the same as a fresh parse; every check on it still runs per token.
+    result is the same as a fresh parse; every rule on it still runs per token.
     """
-    if cache is None:
-        return decode_json_segment(segment, "header")
     cached = cache.get(segment)
     if cached is not None:
         return dict(cached)
@@ -117,89 +157,82 @@ def _decode_header(segment: str, cache: dict[str, dict[str, Any]] | None) -> dic
     return header
 
 
-#: ``ParsedToken``'s fields, as a plain tuple for the hot path (saves ~1 µs per token).
-_Parsed = tuple[dict[str, Any], str, str | None, str | None, bytes, str, bytes]
+_JWE = "Encrypted (JWE) tokens are not accepted; send a signed access token"
 
 
-def parse_token(
-    token: str,
-    accepted_algorithms: tuple[str, ...],
-    *,
-    header_cache: dict[str, dict[str, Any]] | None = None,
-) -> ParsedToken:
-    """Rules 1-2: shape, size, header. Raises ``AuthError`` with its code.
-
-    ``header_cache`` (owned by the caller, e.g. one ``TokenValidator``) skips
-    re-decoding a header segment seen before; the outcome is the same.
-    """
-    header, alg, kid, x5t, signing_input, payload_segment, signature = _parse(
-        token, accepted_algorithms, header_cache
-    )
-    return ParsedToken(
-        header=header,
-        alg=alg,
-        kid=kid,
-        x5t=x5t,
-        signing_input=signing_input,
-        payload_segment=payload_segment,
-        signature=signature,
-    )
+# -- the rules -----------------------------------------------------------------------------
 
 
-def _parse(
-    token: str,
-    accepted_algorithms: tuple[str, ...],
-    header_cache: dict[str, dict[str, Any]] | None,
-) -> _Parsed:
-    """``parse_token`` without building the dataclass."""
+def rule_format(v: TokenValidator, ctx: Context) -> None:
+    """Size, ASCII, three segments, each one canonical base64url; header and payload JSON."""
+    token = ctx.token
     if len(token) > MAX_TOKEN_LENGTH:
-        raise _malformed(f"The token is larger than {MAX_TOKEN_LENGTH} bytes")
-    if not token.isascii():
-        raise _malformed("The token contains non-ASCII characters")
+        raise _malformed(f"The token is larger than {MAX_TOKEN_LENGTH} bytes", "too_large")
+    if not token.isascii():  # before anything encodes it: lone surrogates end here
+        raise _malformed("The token contains non-ASCII characters", "non_ascii")
     parts = token.split(".")
     if len(parts) == 5:
-        raise _malformed("Encrypted (JWE) tokens are not accepted; send a signed access token")
-    if len(parts) != 3 or not all(parts[:2]):
-        raise _malformed("The token is not a compact JWS (header.payload.signature)")
+        raise _malformed(_JWE, "jwe")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise _malformed("The token is not a compact JWS (header.payload.signature)", "not_jws")
     header_segment, payload_segment, signature_segment = parts
-    header = _decode_header(header_segment, header_cache)
-    alg = header.get("alg")
+    header = _decode_header(header_segment, v.header_cache)
     if "enc" in header:
-        raise _malformed("Encrypted (JWE) tokens are not accepted; send a signed access token")
-    if not isinstance(alg, str) or alg not in accepted_algorithms:
-        shown = alg if isinstance(alg, str) and len(alg) <= 16 and alg.isprintable() else "?"
-        raise AuthError(
-            "unsupported_algorithm",
-            f"Algorithm {shown!r} is not accepted (allowed: {', '.join(accepted_algorithms)})",
-        )
+        raise _malformed(_JWE, "jwe")
     if "crit" in header:
-        raise _malformed("The token header lists critical extensions this API does not support")
+        raise _malformed(
+            "The token header lists critical extensions this API does not support", "crit"
+        )
     kid, x5t = header.get("kid"), header.get("x5t")
     if (kid is not None and not isinstance(kid, str)) or (
         x5t is not None and not isinstance(x5t, str)
     ):
-        raise _malformed("The token header's 'kid'/'x5t' must be strings")
+        raise _malformed("The token header's 'kid'/'x5t' must be strings", "kid_type")
+    ctx.header, ctx.kid, ctx.x5t = header, kid, x5t
+    # Decoded now so that a broken payload is malformed whatever the header names; it is
+    # not trusted (nor read) before the signature rule.
+    ctx.payload = decode_json_segment(payload_segment, "payload")
     try:
-        signature = b64url_decode(signature_segment)
+        ctx.signature = b64url_decode(signature_segment)
+    except NonCanonicalBase64 as exc:
+        raise _malformed(
+            "The token signature is not canonical base64url", "non_canonical_base64"
+        ) from exc
     except ValueError as exc:
-        raise _malformed("The token signature is not base64url") from exc
-    signing_input = f"{header_segment}.{payload_segment}".encode("ascii")
-    return header, alg, kid, x5t, signing_input, payload_segment, signature
+        raise _malformed("The token signature is not base64url", "not_base64") from exc
+    ctx.signing_input = token[: len(header_segment) + 1 + len(payload_segment)].encode("ascii")
 
 
-def verify_signature(parsed: ParsedToken, key: SigningKey) -> dict[str, Any]:
-    """Rule 4. Returns the payload, decoded only once the signature holds."""
-    return _verified_payload(
-        parsed.alg, parsed.signing_input, parsed.signature, parsed.payload_segment, key
-    )
+def rule_algorithm(v: TokenValidator, ctx: Context) -> None:
+    """``alg`` in the allow-list; the detail never repeats the token's own value."""
+    assert ctx.header is not None
+    alg = ctx.header.get("alg")
+    if not isinstance(alg, str) or alg not in v.algorithms:
+        raise AuthError(
+            "unsupported_algorithm",
+            f"The token's algorithm is not accepted (allowed: {', '.join(v.algorithms)})",
+            reason="alg",
+        )
+    ctx.alg = alg
 
 
-def _verified_payload(
-    alg: str, signing_input: bytes, signature: bytes, payload_segment: str, key: SigningKey
-) -> dict[str, Any]:
-    if not signature or not key.verify(alg, signing_input, signature):
+async def rule_key(v: TokenValidator, ctx: Context) -> None:
+    """The signing key named by ``kid`` (or ``x5t``) among the tenant's published keys."""
+    if ctx.kid is None and ctx.x5t is None:
+        raise AuthError(
+            "unknown_key", "The token header names no signing key ('kid')", reason="no_kid"
+        )
+    ctx.key = await v.metadata.signing_key(ctx.kid, ctx.x5t)
+    ctx.metadata = v.metadata.current
+
+
+def rule_signature(v: TokenValidator, ctx: Context) -> None:
+    """Only once this holds does the payload become the claims."""
+    key, alg = ctx.key, ctx.alg
+    assert key is not None and alg is not None
+    if not ctx.signature or not key.verify(alg, ctx.signing_input, ctx.signature):
         raise AuthError("invalid_signature", "The token signature does not verify")
-    return decode_json_segment(payload_segment, "payload")
+    ctx.claims = ctx.payload
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
@@ -207,123 +240,215 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _malformed(f"The '{name}' claim is not a number")
+        raise _malformed(f"The '{name}' claim is not a number", "claim_type")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise _malformed(f"The '{name}' claim is out of range")
+        raise _malformed(f"The '{name}' claim is out of range", "claim_range")
     return number
 
 
-def check_lifetime(claims: Mapping[str, Any], now: float, skew: float) -> float:
-    """``exp`` is required; ``exp``/``nbf`` are compared with ``skew`` seconds of leeway."""
+def rule_lifetime(v: TokenValidator, ctx: Context) -> None:
+    """``exp`` is required; ``exp``/``nbf`` are compared with ``clock_skew`` of leeway."""
+    claims, now, skew = ctx.claims, ctx.now, v.clock_skew
+    assert claims is not None
     exp = _number(claims, "exp")
     if exp is None:
-        raise AuthError("token_expired", "The token has no 'exp' claim")
+        raise AuthError("token_expired", "The token has no 'exp' claim", reason="no_exp")
     if now > exp + skew:
         raise AuthError("token_expired", "The token has expired")
     nbf = _number(claims, "nbf")
     if nbf is not None and now + skew < nbf:
         raise AuthError("token_not_yet_valid", "The token is not valid yet ('nbf')")
-    return exp
+    ctx.expires_at = exp
 
 
-def check_issuer(
-    claims: Mapping[str, Any],
-    metadata: TenantMetadata,
-    key: SigningKey,
-    settings: EntraSettings,
-) -> str:
-    """``iss`` must equal the metadata issuer for the token's ``tid``; returns the version."""
+def rule_issuer(v: TokenValidator, ctx: Context) -> None:
+    """``iss`` equals the metadata issuer for the token's ``tid``; sets the version."""
+    claims, metadata, settings = ctx.claims, ctx.metadata, v.settings
+    assert claims is not None and metadata is not None
     iss, tid = claims.get("iss"), claims.get("tid")
     if not isinstance(iss, str) or not iss:
-        raise AuthError("invalid_issuer", "The token has no 'iss' claim")
-    if not isinstance(tid, str) or not GUID_RE.match(tid):
-        raise AuthError("invalid_issuer", "The token's 'tid' claim is missing or not a GUID")
+        raise AuthError("invalid_issuer", "The token has no 'iss' claim", reason="no_iss")
+    if not isinstance(tid, str) or not GUID_RE.fullmatch(tid):
+        raise AuthError(
+            "invalid_issuer", "The token's 'tid' claim is missing or not a GUID", reason="tid"
+        )
     if not settings.multi_tenant and tid != settings.tenant_id:
-        raise AuthError("invalid_issuer", "The token was issued for another tenant")
+        raise AuthError(
+            "invalid_issuer", "The token was issued for another tenant", reason="other_tenant"
+        )
     version = next(
         (
-            v
-            for v, template in metadata.issuers.items()
+            name
+            for name, template in metadata.issuers.items()
             if template.replace("{tenantid}", tid) == iss
         ),
         None,
     )
     if version is None:
-        raise AuthError("invalid_issuer", "The token's issuer is not this API's tenant issuer")
+        raise AuthError(
+            "invalid_issuer", "The token's issuer is not this API's tenant issuer", reason="iss"
+        )
     ver = claims.get("ver")
     if ver is not None and ver != version:
-        raise AuthError("invalid_issuer", "The token's 'ver' does not match its issuer")
-    if key.issuer is not None:
-        # A key scoped to one tenant must not sign for another (Entra signing-key issuer rule).
-        scoped = key.issuer.replace("{tenantid}", tid)
-        if tid not in urlsplit(scoped).path.split("/"):
-            raise AuthError("invalid_issuer", "The signing key is not valid for the token's tenant")
-    return version
+        raise AuthError(
+            "invalid_issuer", "The token's 'ver' does not match its issuer", reason="ver"
+        )
+    key = ctx.key  # None only when the inspector replays past a failed key rule
+    if key is not None and key.issuer is not None:
+        # A key scoped to one tenant must not sign for another (Entra signing-key issuer rule):
+        # the tid must be a path segment of the key's issuer once {tenantid} is filled in.
+        segments = v.issuer_path_segments(key.issuer)
+        if tid not in segments and "{tenantid}" not in segments:
+            raise AuthError(
+                "invalid_issuer",
+                "The signing key is not valid for the token's tenant",
+                reason="key_tenant",
+            )
+    ctx.version = version
 
 
-def check_audience(claims: Mapping[str, Any], audiences: frozenset[str]) -> None:
-    aud = claims.get("aud")
+def rule_audience(v: TokenValidator, ctx: Context) -> None:
+    assert ctx.claims is not None
+    aud = ctx.claims.get("aud")
     values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-    if not any(isinstance(a, str) and a in audiences for a in values):
+    if not any(isinstance(a, str) and a in v.audiences for a in values):
         raise AuthError("invalid_audience", "The token is not meant for this API ('aud')")
 
 
-def check_scopes_or_roles(claims: Mapping[str, Any], allow_acl_tokens: bool) -> None:
-    scp, roles = claims.get("scp"), claims.get("roles")
+def rule_scopes_or_roles(v: TokenValidator, ctx: Context) -> None:
+    assert ctx.claims is not None
+    scp, roles = ctx.claims.get("scp"), ctx.claims.get("roles")
     if scp is not None and not isinstance(scp, str):
-        raise _malformed("The 'scp' claim is not a string")
+        raise _malformed("The 'scp' claim is not a string", "claim_type")
     if roles is not None and (
         not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)
     ):
-        raise _malformed("The 'roles' claim is not a list of strings")
-    if not (scp and scp.strip()) and not roles and not allow_acl_tokens:
+        raise _malformed("The 'roles' claim is not a list of strings", "claim_type")
+    if not (scp and scp.strip()) and not roles and not v.settings.allow_acl_tokens:
         raise AuthError(
             "missing_scope_or_role",
             "The token carries neither 'scp' nor 'roles' (an ID token, or no permission granted)",
         )
 
 
-def check_allowed_tenant(claims: Mapping[str, Any], allowed: frozenset[str]) -> None:
-    if allowed and claims.get("tid") not in allowed:
+def rule_allowed_tenant(v: TokenValidator, ctx: Context) -> None:
+    assert ctx.claims is not None
+    if v.allowed_tenants and ctx.claims.get("tid") not in v.allowed_tenants:
         raise AuthError("tenant_not_allowed", "The caller's tenant is not allowed to use this API")
 
 
+def calling_app(claims: Mapping[str, Any]) -> Any:
+    """The client app that asked for the token: ``azp`` (v2) or ``appid`` (v1)."""
+    return claims.get("azp", claims.get("appid"))
+
+
+def rule_allowed_client_app(v: TokenValidator, ctx: Context) -> None:
+    """``allowed_client_apps`` (README "Settings"): empty allows every app."""
+    assert ctx.claims is not None
+    if not v.allowed_client_apps:
+        return
+    app = calling_app(ctx.claims)
+    if not isinstance(app, str) or app.lower() not in v.allowed_client_apps:
+        raise AuthError(
+            "client_not_allowed", "The calling application is not allowed to use this API"
+        )
+
+
+#: What a rule reads from the ``Context`` (the inspector skips a rule whose inputs are missing).
+RuleCheck = Callable[["TokenValidator", Context], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One named step: the codes it can refuse with (README "Validation rules")."""
+
+    name: str
+    codes: tuple[ErrorCode, ...]
+    check: RuleCheck
+    is_async: bool = False
+    #: ``Context`` fields that must be set for the rule to be evaluated at all.
+    needs: tuple[str, ...] = ()
+
+
+_CLAIMS = ("claims",)
+
+#: The validation rules, in the order they are applied. The middleware stops at the first
+#: failure; the inspector shows every rule it can evaluate.
+RULES: tuple[Rule, ...] = (
+    Rule("format", ("malformed_token",), rule_format),
+    Rule("algorithm", ("unsupported_algorithm",), rule_algorithm, needs=("header",)),
+    Rule("key", ("unknown_key", "idp_unavailable"), rule_key, is_async=True, needs=("header",)),
+    Rule("signature", ("invalid_signature",), rule_signature, needs=("alg", "key", "payload")),
+    Rule(
+        "lifetime",
+        ("token_expired", "token_not_yet_valid", "malformed_token"),
+        rule_lifetime,
+        needs=_CLAIMS,
+    ),
+    Rule("issuer", ("invalid_issuer",), rule_issuer, needs=("claims", "metadata")),
+    Rule("audience", ("invalid_audience",), rule_audience, needs=_CLAIMS),
+    Rule(
+        "scopes_or_roles",
+        ("missing_scope_or_role", "malformed_token"),
+        rule_scopes_or_roles,
+        needs=_CLAIMS,
+    ),
+    Rule("allowed_tenant", ("tenant_not_allowed",), rule_allowed_tenant, needs=_CLAIMS),
+    Rule("allowed_client_app", ("client_not_allowed",), rule_allowed_client_app, needs=_CLAIMS),
+)
+
+RULE_NAMES: tuple[str, ...] = tuple(rule.name for rule in RULES)
+
+
 class TokenValidator:
-    """Applies every validation rule to one token."""
+    """Runs ``RULES`` on one token; holds what the rules compare against."""
 
     def __init__(
         self,
         settings: EntraSettings,
         metadata: MetadataCache,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.metadata = metadata
+        #: None: ``time.time()`` read at each call (so freezegun & co. move it).
         self.clock = clock
+        self.clock_skew = settings.clock_skew
         self.algorithms = tuple(settings.accepted_algorithms)
         self.audiences = frozenset(settings.audiences or ())
         self.allowed_tenants = frozenset(settings.allowed_tenants)
-        self._headers: dict[str, dict[str, Any]] = {}
+        self.allowed_client_apps = frozenset(a.lower() for a in settings.allowed_client_apps)
+        self.header_cache: dict[str, dict[str, Any]] = {}
+        self._issuer_paths: dict[str, frozenset[str]] = {}
+        self._steps = tuple((rule.check, rule.is_async) for rule in RULES)
 
-    async def validate(self, token: str) -> ValidatedToken:
-        # parse_token + verify_signature, without the intermediate ParsedToken.
-        _, alg, kid, x5t, signing_input, payload_segment, signature = _parse(
-            token, self.algorithms, self._headers
+    def issuer_path_segments(self, issuer: str) -> frozenset[str]:
+        """Path segments of a key's ``issuer`` (parsed once per issuer, not per token)."""
+        segments = self._issuer_paths.get(issuer)
+        if segments is None:
+            if len(self._issuer_paths) >= HEADER_CACHE_SIZE:
+                self._issuer_paths.clear()
+            segments = frozenset(urlsplit(issuer).path.split("/"))
+            self._issuer_paths[issuer] = segments
+        return segments
+
+    def now(self) -> float:
+        return time.time() if self.clock is None else self.clock()
+
+    async def validate(self, token: str, now: float | None = None) -> ValidatedToken:
+        """Every rule, in order; ``now`` defaults to the clock read at this call."""
+        ctx = Context(token, self.now() if now is None else now)
+        for check, is_async in self._steps:
+            if is_async:
+                await check(self, ctx)  # type: ignore[misc]
+            else:
+                check(self, ctx)
+        assert ctx.claims is not None and ctx.key is not None
+        return ValidatedToken(
+            claims=ctx.claims, version=ctx.version, key=ctx.key, expires_at=ctx.expires_at
         )
-        if kid is None and x5t is None:
-            raise AuthError("unknown_key", "The token header names no signing key ('kid')")
-        key = await self.metadata.signing_key(kid, x5t)
-        claims = _verified_payload(alg, signing_input, signature, payload_segment, key)
-        metadata = self.metadata.current
-        assert metadata is not None  # signing_key() loaded it
-        expires_at = check_lifetime(claims, self.clock(), self.settings.clock_skew)
-        version = check_issuer(claims, metadata, key, self.settings)
-        check_audience(claims, self.audiences)
-        check_scopes_or_roles(claims, self.settings.allow_acl_tokens)
-        check_allowed_tenant(claims, self.allowed_tenants)
-        return ValidatedToken(claims=claims, version=version, key=key, expires_at=expires_at)

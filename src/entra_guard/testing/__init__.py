@@ -12,6 +12,7 @@ use the ``fake_entra`` / ``fake_entra_url`` / ``entra_settings`` fixtures.
 Needs the ``testing`` extra (``pip install entra-guard[testing]``).
 """
 
+from ._authorize import AuthorizationServer, SignInUser
 from ._graph import FakeGraph
 from ._idp import (
     DEFAULT_CLIENT_APP_ID,
@@ -31,9 +32,11 @@ __all__ = [
     "DEFAULT_TENANT_ID",
     "V1_ISSUER",
     "V2_ISSUER",
+    "AuthorizationServer",
     "FakeEntraID",
     "FakeGraph",
     "FakeKey",
     "LiveServer",
+    "SignInUser",
     "sign_token",
 ]

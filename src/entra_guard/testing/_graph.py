@@ -10,7 +10,7 @@
 It only accepts app tokens that ``idp``'s token endpoint issued (client
 credentials, scope ``{this server}/.default``), serves
 ``/v1.0/{users|servicePrincipals}/{id}/transitiveMemberOf`` with
-``@odata.nextLink`` paging and ``POST .../getMemberObjects``, and can
+``@odata.nextLink`` paging, and can
 throttle (429 + ``Retry-After``) or fail on demand. ``hits``,
 ``membership_lookups`` and ``tokens_used`` let tests count what the API did.
 """
@@ -58,7 +58,7 @@ class FakeGraph:
         #: object id (user or service principal, lower-case) -> transitive group ids
         self.memberships: dict[str, list[str]] = {}
         self.hits: Counter[str] = Counter()
-        #: membership look-ups started (first pages and getMemberObjects calls)
+        #: membership look-ups started (first pages)
         self.membership_lookups = 0
         #: app tokens presented, with how often
         self.tokens_used: Counter[str] = Counter()
@@ -70,7 +70,6 @@ class FakeGraph:
         self._lock = threading.Lock()
         routes = [
             Route("/v1.0/{kind}/{oid}/transitiveMemberOf", self._transitive, methods=["GET"]),
-            Route("/v1.0/{kind}/{oid}/getMemberObjects", self._member_objects, methods=["POST"]),
         ]
         self.app = Starlette(routes=routes)
 
@@ -175,11 +174,3 @@ class FakeGraph:
                 f"{base}{request.url.path}?$select=id&$top={top}&$skiptoken={skip + top}"
             )
         return JSONResponse(body)
-
-    async def _member_objects(self, request: Request) -> Response:
-        groups = await self._groups_of(request)
-        if isinstance(groups, Response):
-            return groups
-        with self._lock:
-            self.membership_lookups += 1
-        return JSONResponse({"value": list(groups)})

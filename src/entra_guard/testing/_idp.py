@@ -1,4 +1,5 @@
-"""A fake Microsoft Entra ID: discovery (v1 + v2), JWKS, client credentials, token factory.
+"""A fake Microsoft Entra ID: discovery (v1 + v2), JWKS, client credentials, token factory,
+and a browser sign-in (authorization code + PKCE, in ``_authorize``).
 
 It serves the same documents and mints the same token shapes as Entra ID, so
 an API under test runs its real validation path over real HTTP. Counters and
@@ -29,13 +30,13 @@ from starlette.routing import Route
 
 from .._crypto import b64url_encode
 from .._settings import EntraSettings
+from ._authorize import AuthorizationServer
 
 DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 DEFAULT_CLIENT_ID = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
 DEFAULT_CLIENT_APP_ID = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 V2_ISSUER = "https://login.microsoftonline.com/{tenantid}/v2.0"
 V1_ISSUER = "https://sts.windows.net/{tenantid}/"
-_DELETE = object()
 
 
 class RsaSigner:
@@ -120,13 +121,20 @@ class FakeEntraID:
         self.issued_app_tokens: dict[str, tuple[str, str, float]] = {}
         self.app_token_lifetime = 3600
         self._lock = threading.Lock()
+        #: Sign-in for browsers (README "Browser tests of your own API").
+        self.authorization = AuthorizationServer(self)
         self.app = Starlette(
             routes=[
+                Route(
+                    "/{tenant}/oauth2/v2.0/authorize",
+                    self.authorization.authorize,
+                    methods=["GET", "POST"],
+                ),
                 Route("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery_v2),
                 Route("/{tenant}/.well-known/openid-configuration", self._discovery_v1),
                 Route("/{tenant}/discovery/v2.0/keys", self._jwks),
                 Route("/{tenant}/discovery/keys", self._jwks),
-                Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
+                Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST", "OPTIONS"]),
             ]
         )
 
@@ -165,9 +173,17 @@ class FakeEntraID:
         not_before: float | None = None,
         guest: bool = False,
         wids: Iterable[str] | None = None,
+        acrs: Iterable[str] | None = None,
+        client_capabilities: Iterable[str] | None = None,
+        app_id: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """Claims of an Entra access token; ``extra`` adds or (with ``None``) removes claims."""
+        """Claims of an Entra access token; ``extra`` adds or (with ``None``) removes claims.
+
+        ``acrs``: authentication contexts the sign-in satisfied; ``client_capabilities``:
+        what the client declared (``["cp1"]``), emitted as ``xms_cc``; ``app_id``: the
+        calling application (``azp`` in v2, ``appid`` in v1).
+        """
         now = int(time.time())
         tid = tenant_id or (self.tenant_id if _is_guid(self.tenant_id) else DEFAULT_TENANT_ID)
         oid = object_id or str(uuid.uuid4())
@@ -185,10 +201,15 @@ class FakeEntraID:
             "uti": b64url_encode(secrets.token_bytes(12)),
             "ver": version,
         }
+        client = app_id or DEFAULT_CLIENT_APP_ID
         if version == "2.0":
-            claims |= {"azp": DEFAULT_CLIENT_APP_ID, "azpacr": "1" if app_only else "0"}
+            claims |= {"azp": client, "azpacr": "1" if app_only else "0"}
         else:
-            claims |= {"appid": DEFAULT_CLIENT_APP_ID, "appidacr": "1" if app_only else "0"}
+            claims |= {"appid": client, "appidacr": "1" if app_only else "0"}
+        if acrs is not None:
+            claims["acrs"] = list(acrs)
+        if client_capabilities is not None:
+            claims["xms_cc"] = list(client_capabilities)
         if app_only:
             claims["idtyp"] = "app"
             app_roles = list(roles) if roles is not None else ["Items.Read.All"]
@@ -220,7 +241,7 @@ class FakeEntraID:
         elif groups is not None:
             claims["groups"] = list(groups)
         for name, value in extra.items():
-            if value is None or value is _DELETE:
+            if value is None:
                 claims.pop(name, None)
             else:
                 claims[name] = value
@@ -337,14 +358,25 @@ class FakeEntraID:
         return await self._injected(request) or JSONResponse(self.jwks())
 
     async def _token(self, request: Request) -> Response:
+        """The token endpoint: one function per ``grant_type``."""
+        if request.method == "OPTIONS":  # a browser's CORS preflight (sign-in)
+            return await self.authorization.token(request)
         injected = await self._injected(request)
         if injected is not None:
             return injected
         # Parsed by hand: Starlette's request.form() needs python-multipart, not a dependency.
         form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
+        grant_type = form.get("grant_type")
+        if grant_type == "client_credentials":
+            return await self._client_credentials(request, form)
+        if grant_type == "authorization_code":
+            return await self.authorization.authorization_code_grant(request, form)
+        if grant_type == "refresh_token":
+            return await self.authorization.refresh_token_grant(request, form)
+        return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+
+    async def _client_credentials(self, request: Request, form: dict[str, str]) -> Response:
         client_id, secret = form.get("client_id"), form.get("client_secret")
-        if form.get("grant_type") != "client_credentials":
-            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
         if not isinstance(client_id, str) or self.confidential_clients.get(client_id) != secret:
             return JSONResponse({"error": "invalid_client"}, status_code=401)
         scope = str(form.get("scope", ""))
