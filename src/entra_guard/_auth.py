@@ -15,6 +15,7 @@ from types import TracebackType
 
 import httpx
 
+from ._b2c import PolicyMetadata
 from ._crypto import SigningKey
 from ._errors import AuthError
 from ._graph import GraphClient
@@ -67,8 +68,21 @@ class EntraAuth:
         self.observer = observer or AuthObserver()
         self._owns_client = http_client is None
         self.http = http_client if http_client is not None else build_client(self.settings)
-        self.metadata = MetadataCache(self.settings, self.http, observer=self.observer)
-        self.validator = TokenValidator(self.settings, self.metadata, clock=clock)
+        #: B2C: one metadata cache per configured policy (README "Customer identities:
+        #: External ID and B2C"); ``metadata`` is then the first policy's.
+        self.policies: PolicyMetadata | None = (
+            PolicyMetadata(self.settings, self.http, observer=self.observer)
+            if self.settings.is_b2c
+            else None
+        )
+        self.metadata: MetadataCache = (
+            self.policies.primary
+            if self.policies is not None
+            else MetadataCache(self.settings, self.http, observer=self.observer)
+        )
+        self.validator = TokenValidator(
+            self.settings, self.metadata, clock=clock, policies=self.policies
+        )
         #: Resolves groups overage through Microsoft Graph (only used by group guards).
         self.graph = GraphClient(self.settings, self.http, observer=self.observer)
         # sha256(token) -> (principal, key that verified it); expires at the token's exp.
@@ -85,21 +99,30 @@ class EntraAuth:
         now = self.validator.now()
         if digest is not None:
             cached = self._verified.get(digest, now)
-            if cached is not None and self._key_is_current(cached[1]):
+            if cached is not None and self._key_is_current(cached[0], cached[1]):
                 self.observer.token_cache(hit=True)
                 self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
                 return cached[0]
         self.observer.token_cache(hit=False)
         validated = await self.validator.validate(token, now)
-        principal = Principal.from_claims(validated.claims, validated.version)
+        principal = Principal.from_claims(
+            validated.claims,
+            validated.version,
+            tenant_id=validated.tenant_id,
+            issuer=validated.issuer,
+            policy=validated.policy,
+        )
         if digest is not None:
             self._verified.set(digest, (principal, validated.key), validated.expires_at, len(token))
         self.observer.authenticated(cached=False, seconds=time.perf_counter() - started)
         return principal
 
-    def _key_is_current(self, key: SigningKey) -> bool:
+    def _key_is_current(self, principal: Principal, key: SigningKey) -> bool:
         """A cached result dies with its key: rotated-out keys invalidate their tokens."""
-        current = self.metadata.current
+        source = self.metadata
+        if self.policies is not None:
+            source = self.policies.get(principal.policy) or source
+        current = source.current
         if current is None:
             return False
         if key.kid is not None:
@@ -108,7 +131,31 @@ class EntraAuth:
 
     async def warm_up(self) -> bool:
         """Fetch metadata now (call it from a lifespan); logs and returns False on failure."""
+        if self.policies is not None:
+            return await self.policies.warm_up()
         return await self.metadata.warm_up()
+
+    def _caches(self) -> tuple[MetadataCache, ...]:
+        return tuple(self.policies) if self.policies is not None else (self.metadata,)
+
+    def current_issuers(self) -> tuple[str, ...] | None:
+        """The issuers of the loaded metadata (``{tenantid}`` templates as published);
+        ``None`` while some of it is not loaded yet. For routing (README "Several
+        authorities on one API")."""
+        issuers: list[str] = []
+        for cache in self._caches():
+            current = cache.current
+            if current is None:
+                return None
+            issuers.extend(current.issuers.values())
+        return tuple(issuers)
+
+    async def known_issuers(self) -> tuple[str, ...]:
+        """``current_issuers``, loading the metadata first (raises ``idp_unavailable``)."""
+        issuers: list[str] = []
+        for cache in self._caches():
+            issuers.extend((await cache.get()).issuers.values())
+        return tuple(issuers)
 
     async def group_ids(self, principal: Principal) -> frozenset[str]:
         """The caller's transitive group ids: the token's ``groups`` claim, or Microsoft
@@ -118,7 +165,8 @@ class EntraAuth:
 
     async def aclose(self) -> None:
         await self.graph.aclose()
-        await self.metadata.aclose()
+        for cache in self._caches():
+            await cache.aclose()
         self._verified.clear()
         if self._owns_client:
             await self.http.aclose()

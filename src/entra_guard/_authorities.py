@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import AuthError
+from ._validation import decode_json_segment
 
 if TYPE_CHECKING:
     from ._auth import EntraAuth
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
 def unverified_issuer_and_tenant(token: str) -> tuple[str | None, str | None]:
     """``iss`` and ``tid`` of a token's payload, for routing only (never trusted)."""
-    from ._validation import decode_json_segment
-
     parts = token.split(".")
     if len(parts) != 3:
         return None, None
@@ -59,23 +58,29 @@ class AuthorityRouter:
         if iss is None:
             # Malformed or issuer-less: let the first authority say precisely why.
             return self.auths[0]
+        # Fast path: every authority's metadata is loaded (no task, no await).
+        pending: list[EntraAuth] = []
+        for auth in self.auths:
+            known = auth.current_issuers()
+            if known is None:
+                pending.append(auth)
+            elif _issuer_matches(iss, tid, known):
+                return auth
+        if not pending:
+            raise _unknown_authority()
         issuers = await asyncio.gather(
-            *(auth.known_issuers() for auth in self.auths), return_exceptions=True
+            *(auth.known_issuers() for auth in pending), return_exceptions=True
         )
         unavailable: BaseException | None = None
-        for auth, known in zip(self.auths, issuers, strict=True):
-            if isinstance(known, BaseException):
-                unavailable = unavailable or known
+        for auth, loaded in zip(pending, issuers, strict=True):
+            if isinstance(loaded, BaseException):
+                unavailable = unavailable or loaded
                 continue
-            if _issuer_matches(iss, tid, known):
+            if _issuer_matches(iss, tid, loaded):
                 return auth
         if isinstance(unavailable, AuthError):
             raise unavailable  # an authority we could not ask may be the right one: 503
-        raise AuthError(
-            "invalid_issuer",
-            "The token's issuer is not one of this API's authorities",
-            reason="unknown_authority",
-        )
+        raise _unknown_authority()
 
     async def authenticate(self, token: str) -> tuple[EntraAuth, Principal]:
         auth = await self.route(token)
@@ -83,6 +88,14 @@ class AuthorityRouter:
 
     def __iter__(self) -> Any:
         return iter(self.auths)
+
+
+def _unknown_authority() -> AuthError:
+    return AuthError(
+        "invalid_issuer",
+        "The token's issuer is not one of this API's authorities",
+        reason="unknown_authority",
+    )
 
 
 def _issuer_matches(iss: str, tid: str | None, known: Sequence[str]) -> bool:

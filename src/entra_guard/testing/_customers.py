@@ -177,7 +177,7 @@ class FakeB2C(FakeEntraID):
             return JSONResponse({"error": "invalid_policy"}, status_code=404)
         return JSONResponse({"keys": [found[1].public_jwk]})
 
-    def claims(  # type: ignore[override]
+    def claims(
         self,
         *,
         policy: str | None = None,
