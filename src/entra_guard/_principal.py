@@ -113,7 +113,9 @@ class Principal:
             token_version=version,
             name=_str(claims, "name"),
             preferred_username=_str(claims, "preferred_username") or _str(claims, "upn"),
-            is_guest=claims.get("acct") == 1 or (idp is not None and idp != iss),
+            # B2C's idp names the social/federated provider of a customer, not a guest.
+            is_guest=claims.get("acct") == 1
+            or (policy is None and idp is not None and idp != iss),
             claims=MappingProxyType(dict(claims)),
             issuer=iss if issuer is None else issuer,
             policy=policy,
