@@ -11,6 +11,7 @@ import httpx
 from fastapi import Depends, FastAPI, Request, Security
 
 from entra_guard import (
+    AuthObserver,
     EntraAuth,
     EntraAuthMiddleware,
     Principal,
@@ -26,14 +27,23 @@ API = "http://api.localhost"
 
 @asynccontextmanager
 async def authority(
-    fake: FakeEntraID, url: str, **overrides: Any
+    fake: FakeEntraID, url: str, *, observer: AuthObserver | None = None, **overrides: Any
 ) -> AsyncIterator[EntraAuth]:
-    """An ``EntraAuth`` trusting ``fake`` (served in process at ``url``)."""
+    """An ``EntraAuth`` trusting ``fake`` (served in process at ``url``); every request it
+    sends is recorded in ``auth.sent`` (URLs)."""
     settings = fake.settings(url, **overrides)
+    sent: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(str(request.url))
+
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=fake.app), base_url=url
+        transport=httpx.ASGITransport(app=fake.app),
+        base_url=url,
+        event_hooks={"request": [record]},
     ) as http:
-        auth = EntraAuth(settings, http_client=http)
+        auth = EntraAuth(settings, http_client=http, observer=observer)
+        auth.sent = sent  # type: ignore[attr-defined]
         try:
             yield auth
         finally:

@@ -30,9 +30,7 @@ def configured(b2c: FakeB2C, **overrides: object) -> dict[str, object]:
 
 @pytest.mark.parametrize("policy", [SIGN_UP, SIGN_IN])
 @pytest.mark.parametrize("legacy_acr", [False, True])
-async def test_each_configured_policy_accepted(
-    b2c: FakeB2C, policy: str, legacy_acr: bool
-) -> None:
+async def test_each_configured_policy_accepted(b2c: FakeB2C, policy: str, legacy_acr: bool) -> None:
     oid = str(uuid.uuid4())
     async with (
         authority(b2c, B2C, **configured(b2c)) as auth,
@@ -104,9 +102,7 @@ async def test_token_of_policy_x_signed_with_policy_y_key_refused(b2c: FakeB2C) 
         assert_refused(await client.get("/me", headers=bearer(forged)), 401, "invalid_signature")
         # An unpublished key naming X's kid.
         stranger = b2c.token(claims, key=FakeKey.generate(), header={"kid": x_kid})
-        assert_refused(
-            await client.get("/me", headers=bearer(stranger)), 401, "invalid_signature"
-        )
+        assert_refused(await client.get("/me", headers=bearer(stranger)), 401, "invalid_signature")
 
 
 async def test_tenant_claims_when_present(b2c: FakeB2C) -> None:
@@ -171,15 +167,15 @@ async def test_tenant_by_guid_and_metadata_per_policy() -> None:
         discovery = f"/{b2c.tenant_id}/{SIGN_UP}/v2.0/.well-known/openid-configuration"
         assert b2c.hits[discovery] == 1
         assert b2c.hits[f"/{b2c.tenant_id}/{SIGN_UP}/discovery/v2.0/keys"] == 1
-        assert b2c.hits_matching("/.well-known/openid-configuration") == 2  # one per policy (the failing one tried once); no v1
+        assert (
+            b2c.hits_matching("/.well-known/openid-configuration") == 2
+        )  # one per policy (the failing one tried once); no v1
         b2c.recover()
 
 
 async def test_inspect_explains_a_wrong_policy_token(b2c: FakeB2C) -> None:
     settings = b2c.settings(B2C, **configured(b2c))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=b2c.app), base_url=B2C
-    ) as http:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=b2c.app), base_url=B2C) as http:
         good = await inspect_token(b2c.token(policy=SIGN_IN), settings, http_client=http)
         assert good.valid, good.failure
         report = await inspect_token(b2c.token(policy=PROFILE), settings, http_client=http)

@@ -114,8 +114,7 @@ class Principal:
             name=_str(claims, "name"),
             preferred_username=_str(claims, "preferred_username") or _str(claims, "upn"),
             # B2C's idp names the social/federated provider of a customer, not a guest.
-            is_guest=claims.get("acct") == 1
-            or (policy is None and idp is not None and idp != iss),
+            is_guest=claims.get("acct") == 1 or (policy is None and idp is not None and idp != iss),
             claims=MappingProxyType(dict(claims)),
             issuer=iss if issuer is None else issuer,
             policy=policy,

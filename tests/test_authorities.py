@@ -1,0 +1,222 @@
+"""Several authorities on one API: ``EntraAuthMiddleware(app, auth=[a, b, ...])``
+(README "Several authorities on one API")."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from entra_guard import AuthObserver, EntraAuth, setup_openapi
+from entra_guard._inspect import inspect_token
+from entra_guard._validation import decode_json_segment
+from entra_guard.testing import FakeB2C, FakeEntraID, FakeExternalID
+
+from ._customer_apps import api_client, authority, bearer, customer_app
+from .conftest import assert_refused
+
+WORKFORCE = "http://login.workforce.localhost"
+B2C = "http://contoso.b2clogin.localhost"
+CIAM = "http://contoso.ciamlogin.localhost"
+POLICY = "B2C_1_signupsignin"
+
+
+class Recorder(AuthObserver):
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.refused: Counter[str] = Counter()
+
+    def authenticated(self, *, cached: bool, seconds: float) -> None:
+        self.accepted += 1
+
+    def rejected(self, code: str) -> None:
+        self.refused[code] += 1
+
+
+@pytest.fixture(scope="module")
+def fakes() -> dict[str, Any]:
+    return {
+        "workforce": FakeEntraID(),
+        "b2c": FakeB2C(policies=(POLICY,)),
+        "ciam": FakeExternalID(),
+    }
+
+
+@asynccontextmanager
+async def several(
+    fakes: dict[str, Any], *names: str, **settings: dict[str, Any]
+) -> AsyncIterator[tuple[list[EntraAuth], list[Recorder]]]:
+    urls = {"workforce": WORKFORCE, "b2c": B2C, "ciam": CIAM}
+    async with AsyncExitStack() as stack:
+        auths, recorders = [], []
+        for name in names:
+            recorder = Recorder()
+            auth = await stack.enter_async_context(
+                authority(fakes[name], urls[name], observer=recorder, **settings.get(name, {}))
+            )
+            auths.append(auth)
+            recorders.append(recorder)
+        yield auths, recorders
+
+
+PAIRS = [("workforce", "b2c"), ("b2c", "ciam"), ("ciam", "workforce")]
+
+
+def token_of(fakes: dict[str, Any], name: str, **options: Any) -> str:
+    return str(fakes[name].token(**options))
+
+
+@pytest.mark.parametrize("names", PAIRS)
+async def test_each_token_accepted_by_its_own_authority(
+    fakes: dict[str, Any], names: tuple[str, str]
+) -> None:
+    async with (
+        several(fakes, *names) as (auths, recorders),
+        api_client(customer_app(auths)) as client,
+    ):
+        for index, name in enumerate(names):
+            fake = fakes[name]
+            token = token_of(fakes, name, scopes=["Items.Read"])
+            response = await client.get("/me", headers=bearer(token))
+            assert response.status_code == 200, response.text
+            me = response.json()
+            # The scope's AUTH_KEY is the EntraAuth that accepted the token.
+            assert me["authority"] == auths[index].settings.authority_host
+            assert me["issuer"] == fake.claims()["iss"]
+            assert me["tenant_id"] == fake.tenant_id
+            assert me["policy"] == (POLICY if name == "b2c" else None)
+            items = await client.get("/items", headers=bearer(token))
+            assert items.status_code == 200
+            admin = await client.get("/admin", headers=bearer(token))
+            assert_refused(admin, 403, "missing_role")
+            assert recorders[index].refused["missing_role"] == 1
+        # Per authority metrics: each accepted its own tokens, and only those.
+        assert [r.accepted for r in recorders] == [3, 3]  # /me, /items, /admin
+
+
+@pytest.mark.parametrize("names", PAIRS)
+async def test_token_signed_by_one_authority_claiming_the_other_is_refused(
+    fakes: dict[str, Any], names: tuple[str, str]
+) -> None:
+    """Lying in iss only routes the token to the other authority, whose keys refuse it."""
+    signer, victim = names
+    async with (
+        several(fakes, *names) as (auths, recorders),
+        api_client(customer_app(auths)) as client,
+    ):
+        victim_claims = fakes[victim].claims()
+        forged = fakes[signer].token(victim_claims)  # signer's key and kid
+        response = await client.get("/me", headers=bearer(forged))
+        assert_refused(response, 401, "unknown_key")
+        # With the victim's kid in the header: the signature does not verify.
+        victim_header = fakes[victim].token(victim_claims).split(".")[0]
+        kid = decode_json_segment(victim_header, "header")["kid"]
+        forged_kid = fakes[signer].token(
+            victim_claims, key=_signing_key(fakes[signer], victim_claims), header={"kid": kid}
+        )
+        response = await client.get("/me", headers=bearer(forged_kid))
+        assert_refused(response, 401, "invalid_signature")
+        # Refusals before acceptance are counted by the first authority.
+        assert sum(recorders[0].refused.values()) == 2
+        assert not recorders[1].refused and recorders[1].accepted == 0
+
+
+def _signing_key(fake: Any, claims: dict[str, Any]) -> Any:
+    if isinstance(fake, FakeB2C):
+        return fake.policy_keys[POLICY.lower()]
+    return fake.active_key
+
+
+async def test_unknown_issuer_refused_without_fetching_its_address(
+    fakes: dict[str, Any],
+) -> None:
+    async with (
+        several(fakes, "workforce", "b2c") as (auths, _),
+        api_client(customer_app(auths)) as client,
+    ):
+        evil = "http://evil.localhost/tenant/v2.0"
+        for iss in (evil, "https://sts.windows.net/x/", "", None):
+            token = fakes["workforce"].token(iss=iss)
+            response = await client.get("/me", headers=bearer(token))
+            body = assert_refused(response, 401, "invalid_issuer")
+            assert body["code"] == "invalid_issuer"
+        sent = [url for auth in auths for url in auth.sent]  # type: ignore[attr-defined]
+        assert sent and all(url.startswith(WORKFORCE) or url.startswith(B2C) for url in sent), sent
+        # Warm: another unknown issuer costs no fetch at all.
+        before = len(sent)
+        response = await client.get("/me", headers=bearer(fakes["b2c"].token(iss=evil)))
+        assert_refused(response, 401, "invalid_issuer")
+        assert sum(len(auth.sent) for auth in auths) == before  # type: ignore[attr-defined]
+
+
+async def test_missing_and_malformed_tokens_answered_by_the_first(
+    fakes: dict[str, Any],
+) -> None:
+    async with (
+        several(fakes, "b2c", "ciam") as (auths, recorders),
+        api_client(customer_app(auths)) as client,
+    ):
+        assert_refused(await client.get("/me"), 401, "missing_token")
+        response = await client.get("/me", headers=bearer("not.a.token"))
+        assert_refused(response, 401, "malformed_token")
+        assert recorders[0].refused == Counter({"missing_token": 1, "malformed_token": 1})
+
+
+async def test_one_authority_down_does_not_affect_the_other(fakes: dict[str, Any]) -> None:
+    down = FakeEntraID()
+    down.fail(503)
+    async with (
+        several({**fakes, "workforce": down}, "workforce", "ciam") as (auths, _),
+        api_client(customer_app(auths)) as client,
+    ):
+        ok = await client.get("/me", headers=bearer(token_of(fakes, "ciam")))
+        assert ok.status_code == 200, ok.text
+        refused = await client.get("/me", headers=bearer(down.token()))
+        assert_refused(refused, 503, "idp_unavailable")
+        # An unknown issuer while an authority cannot be asked: it might be that one.
+        unknown = fakes["ciam"].token(iss="https://elsewhere.example/x/v2.0")
+        assert_refused(await client.get("/me", headers=bearer(unknown)), 503, "idp_unavailable")
+    down.recover()
+
+
+async def test_resource_metadata_and_openapi_with_several(fakes: dict[str, Any]) -> None:
+    settings = {"workforce": {"resource_metadata": True}}
+    async with several(fakes, "workforce", "b2c", **settings) as (auths, _):
+        app = customer_app(auths)
+        setup_openapi(app, auths)
+        async with api_client(app) as client:
+            response = await client.get("/.well-known/oauth-protected-resource")
+            servers = response.json()["authorization_servers"]
+            assert servers == [fakes["workforce"].claims()["iss"], fakes["b2c"].issuer]
+            refused = await client.get("/me", headers=bearer(fakes["b2c"].token(iss="x")))
+            body = assert_refused(refused, 401, "invalid_issuer")
+            assert body["code"] == "invalid_issuer"
+            assert "resource_metadata=" in refused.headers["www-authenticate"]
+            schema = (await client.get("/openapi.json")).json()
+    flows = next(iter(schema["components"]["securitySchemes"].values()))["flows"]
+    # Swagger UI signs in with the first authority.
+    assert flows["authorizationCode"]["authorizationUrl"].startswith(WORKFORCE)
+
+
+async def test_inspect_explains_a_token_of_another_authority(fakes: dict[str, Any]) -> None:
+    ciam = fakes["ciam"]
+    settings = ciam.settings(CIAM)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ciam.app), base_url=CIAM
+    ) as http:
+        report = await inspect_token(fakes["workforce"].token(), settings, http_client=http)
+    assert not report.valid and report.failed_rule == "key" and report.code == "unknown_key"
+    assert report.hint is not None and "ENTRA_AUTHORITY_HOST" in report.hint
+
+
+def test_middleware_needs_an_authority() -> None:
+    from fastapi import FastAPI
+
+    from entra_guard import EntraAuthMiddleware
+
+    with pytest.raises(ValueError, match="at least one EntraAuth"):
+        EntraAuthMiddleware(FastAPI(), auth=[])
