@@ -184,3 +184,23 @@ async def test_inspect_explains_a_wrong_policy_token(b2c: FakeB2C) -> None:
     assert "ENTRA_B2C_POLICIES" in report.hint and PROFILE in report.hint
     key_check = next(c for c in report.checks if c.name == "key")
     assert "no configured B2C policy" in (key_check.detail or "")
+
+
+def test_inspect_cli_takes_b2c_policies() -> None:
+    import argparse
+
+    from entra_guard._inspect._cli import add_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--tenant-id=contoso.onmicrosoft.com",
+            "--client-id=api",
+            "--b2c-policy=B2C_1_signupsignin",
+            "--b2c-policy=B2C_1A_signin",
+        ]
+    )
+    settings = settings_from_args(args)
+    assert settings.b2c_policies == [SIGN_UP, SIGN_IN] and settings.is_b2c
+    assert settings.authority.endswith("/contoso.onmicrosoft.com/B2C_1_signupsignin")

@@ -112,11 +112,15 @@ class FakeB2C(FakeEntraID):
         name: str = "contoso",
         policies: Iterable[str] = (DEFAULT_B2C_POLICY,),
     ) -> None:
-        super().__init__(tenant_id, client_id)
-        self.name = name
+        self.policies = list(policies)
+        if not self.policies:
+            raise ValueError("FakeB2C needs at least one policy")
         #: policy (lower-case) -> its signing key; tokens name their policy in ``tfp``.
-        self.policy_keys: dict[str, FakeKey] = {p.lower(): FakeKey.generate() for p in policies}
-        self.policies = [p for p in policies]
+        self.policy_keys: dict[str, FakeKey] = {
+            p.lower(): FakeKey.generate() for p in self.policies
+        }
+        super().__init__(tenant_id, client_id, key=next(iter(self.policy_keys.values())))
+        self.name = name
         self.app = Starlette(
             routes=[
                 Route(
