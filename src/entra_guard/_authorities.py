@@ -22,14 +22,25 @@ if TYPE_CHECKING:
     from ._principal import Principal
 
 
+def unverified_payload(token: str) -> dict[str, Any] | None:
+    """The token's payload, decoded as the ``format`` rule decodes it, for routing only
+    (never trusted); ``None`` when it does not decode."""
+    parts = token.split(".")
+    if len(parts) != 3 or not token.isascii():
+        return None
+    try:
+        return decode_json_segment(parts[1], "payload")
+    except AuthError:
+        return None
+
+
 def unverified_issuer_and_tenant(token: str) -> tuple[str | None, str | None]:
     """``iss`` and ``tid`` of a token's payload, for routing only (never trusted)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None, None
-    try:
-        claims = decode_json_segment(parts[1], "payload")
-    except AuthError:
+    return _issuer_and_tenant(unverified_payload(token))
+
+
+def _issuer_and_tenant(claims: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    if claims is None:
         return None, None
     iss, tid = claims.get("iss"), claims.get("tid")
     return (
@@ -50,11 +61,12 @@ class AuthorityRouter:
     def primary(self) -> EntraAuth:
         return self.auths[0]
 
-    async def route(self, token: str) -> EntraAuth:
-        """The ``EntraAuth`` whose metadata issuer matches the token's ``iss``."""
+    async def route(self, token: str, payload: dict[str, Any] | None = None) -> EntraAuth:
+        """The ``EntraAuth`` whose metadata issuer matches the token's ``iss``
+        (``payload``: ``unverified_payload(token)`` when the caller has it)."""
         if len(self.auths) == 1:
             return self.auths[0]
-        iss, tid = unverified_issuer_and_tenant(token)
+        iss, tid = _issuer_and_tenant(payload if payload is not None else unverified_payload(token))
         if iss is None:
             # Malformed or issuer-less: let the first authority say precisely why.
             return self.auths[0]
@@ -83,8 +95,20 @@ class AuthorityRouter:
         raise _unknown_authority()
 
     async def authenticate(self, token: str) -> tuple[EntraAuth, Principal]:
-        auth = await self.route(token)
-        return auth, await auth.authenticate(token)
+        """The accepting ``EntraAuth`` and the caller. A token one of them verified
+        before is answered from its cache (no decoding, no routing)."""
+        from ._auth import token_digest
+
+        digest = token_digest(token) if token.isascii() else None
+        if digest is not None:
+            for auth in self.auths:
+                principal = auth.cached(digest)
+                if principal is not None:
+                    return auth, principal
+        # Decoded once: the chosen EntraAuth's format rule reuses it (same strict decoder).
+        payload = unverified_payload(token)
+        auth = await self.route(token, payload)
+        return auth, await auth.authenticate(token, digest=digest, payload=payload)
 
     def __iter__(self) -> Any:
         return iter(self.auths)

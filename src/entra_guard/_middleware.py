@@ -143,6 +143,7 @@ class EntraAuthMiddleware:
         self.router = AuthorityRouter((auth,) if isinstance(auth, EntraAuth) else tuple(auth))
         #: The first ``EntraAuth`` (the only one, usually).
         self.auth = self.router.primary
+        self._single = len(self.router.auths) == 1
         #: Whole-segment prefixes (a trailing ``/`` is ignored): see ``excluded_path``.
         self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
         # Start-up checks of the declared guards and RFC 9728 metadata (README "Step-up
@@ -169,9 +170,10 @@ class EntraAuthMiddleware:
         principal = None
         if token is not None:
             try:
-                auth = await self.router.route(token)
-                principal = await auth.authenticate(token)
-                scope[AUTH_KEY] = auth
+                if self._single:
+                    principal = await self.auth.authenticate(token)
+                else:
+                    scope[AUTH_KEY], principal = await self.router.authenticate(token)
             except AuthError as exc:
                 # Without its traceback: the traceback holds this frame, which holds the
                 # scope, which holds the error: a reference cycle per refused request,

@@ -207,8 +207,10 @@ def rule_format(v: TokenValidator, ctx: Context) -> None:
         raise _malformed("The token header's 'kid'/'x5t' must be strings", "kid_type")
     ctx.header, ctx.kid, ctx.x5t = header, kid, x5t
     # Decoded now so that a broken payload is malformed whatever the header names; it is
-    # not trusted (nor read) before the signature rule.
-    ctx.payload = decode_json_segment(payload_segment, "payload")
+    # not trusted (nor read) before the signature rule. Already set: the several-authorities
+    # router decoded this very segment with the same function (``validate(payload=...)``).
+    if ctx.payload is None:
+        ctx.payload = decode_json_segment(payload_segment, "payload")
     try:
         ctx.signature = b64url_decode(signature_segment)
     except NonCanonicalBase64 as exc:
@@ -515,9 +517,14 @@ class TokenValidator:
     def now(self) -> float:
         return time.time() if self.clock is None else self.clock()
 
-    async def validate(self, token: str, now: float | None = None) -> ValidatedToken:
-        """Every rule, in order; ``now`` defaults to the clock read at this call."""
+    async def validate(
+        self, token: str, now: float | None = None, *, payload: dict[str, Any] | None = None
+    ) -> ValidatedToken:
+        """Every rule, in order; ``now`` defaults to the clock read at this call.
+        ``payload``: ``decode_json_segment`` of the token's payload segment, when the
+        caller decoded it already (the router); never anything else."""
         ctx = Context(token, self.now() if now is None else now)
+        ctx.payload = payload
         for check, is_async in self._steps:
             if is_async:
                 await check(self, ctx)  # type: ignore[misc]
