@@ -28,7 +28,11 @@ POLICY = "B2C_1_signupsignin"
 class Recorder(AuthObserver):
     def __init__(self) -> None:
         self.accepted = 0
+        self.cache_hits = 0
         self.refused: Counter[str] = Counter()
+
+    def token_cache(self, *, hit: bool) -> None:
+        self.cache_hits += hit
 
     def authenticated(self, *, cached: bool, seconds: float) -> None:
         self.accepted += 1
@@ -96,6 +100,7 @@ async def test_each_token_accepted_by_its_own_authority(
             assert recorders[index].refused["missing_role"] == 1
         # Per authority metrics: each accepted its own tokens, and only those.
         assert [r.accepted for r in recorders] == [3, 3]  # /me, /items, /admin
+        assert [r.cache_hits for r in recorders] == [2, 2]  # from the accepting one's cache
 
 
 @pytest.mark.parametrize("names", PAIRS)
@@ -220,3 +225,27 @@ def test_middleware_needs_an_authority() -> None:
 
     with pytest.raises(ValueError, match="at least one EntraAuth"):
         EntraAuthMiddleware(FastAPI(), auth=[])
+
+
+async def test_multi_tenant_workforce_beside_a_customer_tenant(fakes: dict[str, Any]) -> None:
+    """A ``{tenantid}`` issuer template routes with the token's own tid."""
+    async with (
+        several(fakes, "workforce", "ciam", workforce={"tenant_id": "organizations"}) as (
+            auths,
+            _,
+        ),
+        api_client(customer_app(auths)) as client,
+    ):
+        other_tenant = "0b1f2a3c-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+        token = fakes["workforce"].token(tenant_id=other_tenant)
+        response = await client.get("/me", headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert response.json()["tenant_id"] == other_tenant
+        assert response.json()["authority"] == WORKFORCE
+        ciam = await client.get("/me", headers=bearer(fakes["ciam"].token()))
+        assert ciam.json()["authority"] == CIAM
+        # The CIAM tenant's token cannot pass as a workforce one by naming its issuer.
+        forged = fakes["ciam"].token(
+            iss=f"https://login.microsoftonline.com/{fakes['ciam'].tenant_id}/v2.0"
+        )
+        assert_refused(await client.get("/me", headers=bearer(forged)), 401, "unknown_key")

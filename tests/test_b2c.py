@@ -204,3 +204,25 @@ def test_inspect_cli_takes_b2c_policies() -> None:
     settings = settings_from_args(args)
     assert settings.b2c_policies == [SIGN_UP, SIGN_IN] and settings.is_b2c
     assert settings.authority.endswith("/contoso.onmicrosoft.com/B2C_1_signupsignin")
+
+
+async def test_policy_match_refuses_claims_of_another_policy_than_the_keys(b2c: FakeB2C) -> None:
+    """Defence in depth once the signature holds (the routing already makes it so): the
+    policy named by the verified claims must be the one whose keys verified them."""
+    from entra_guard import AuthError
+    from entra_guard._validation import Context, rule_policy, rule_policy_match
+
+    async with authority(b2c, B2C, **configured(b2c)) as auth:
+        validator = auth.validator
+        ctx = Context("unused", 0.0)
+        ctx.payload = {"tfp": SIGN_IN.lower()}
+        rule_policy(validator, ctx)
+        assert ctx.policy == SIGN_IN and ctx.source is auth.policies.get(SIGN_IN)  # type: ignore[union-attr]
+        for claims in ({"tfp": SIGN_UP}, {"acr": SIGN_UP}, {}, {"tfp": PROFILE}):
+            ctx.claims = claims
+            with pytest.raises(AuthError) as info:
+                rule_policy_match(validator, ctx)
+            assert info.value.code == "invalid_issuer" and info.value.reason == "policy"
+            assert info.value.status_code == 401
+        ctx.claims = {"acr": SIGN_IN.upper()}
+        rule_policy_match(validator, ctx)  # the legacy claim, another spelling: the same policy
