@@ -226,3 +226,17 @@ async def test_policy_match_refuses_claims_of_another_policy_than_the_keys(b2c: 
             assert info.value.status_code == 401
         ctx.claims = {"acr": SIGN_IN.upper()}
         rule_policy_match(validator, ctx)  # the legacy claim, another spelling: the same policy
+
+
+async def test_swagger_ui_sign_in_names_the_first_policy(b2c: FakeB2C) -> None:
+    from entra_guard import setup_openapi
+
+    async with authority(b2c, B2C, **configured(b2c)) as auth:
+        app = customer_app(auth)
+        setup_openapi(app, auth)
+        async with api_client(app) as client:
+            schema = (await client.get("/openapi.json")).json()
+    flows = next(iter(schema["components"]["securitySchemes"].values()))["flows"]
+    base = f"{B2C}/{b2c.domain}/{SIGN_UP}/oauth2/v2.0"
+    assert flows["authorizationCode"]["authorizationUrl"] == f"{base}/authorize"
+    assert flows["authorizationCode"]["tokenUrl"] == f"{base}/token"
