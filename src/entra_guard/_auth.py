@@ -125,15 +125,21 @@ class EntraAuth:
         self.observer.authenticated(cached=False, seconds=time.perf_counter() - started)
         return principal
 
-    def cached(self, digest: bytes) -> Principal | None:
+    def cached(self, digest: bytes, now: float) -> Principal | None:
         """The caller of a token this ``EntraAuth`` verified (by ``token_digest``), while
         its key is current; ``None`` otherwise (a miss is not counted). The several-
         authorities router asks this first (README "Several authorities on one API")."""
-        return self._cached(digest, self.validator.now(), time.perf_counter())
+        cached = self._verified.get(digest, now)
+        if cached is None:
+            return None
+        return self._hit(cached, time.perf_counter())
 
     def _cached(self, digest: bytes, now: float, started: float) -> Principal | None:
         cached = self._verified.get(digest, now)
-        if cached is None or not self._key_is_current(cached[0], cached[1]):
+        return None if cached is None else self._hit(cached, started)
+
+    def _hit(self, cached: tuple[Principal, SigningKey], started: float) -> Principal | None:
+        if not self._key_is_current(cached[0], cached[1]):
             return None
         self.observer.token_cache(hit=True)
         self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
@@ -157,25 +163,15 @@ class EntraAuth:
             return await self.policies.warm_up()
         return await self.metadata.warm_up()
 
-    def _caches(self) -> tuple[MetadataCache, ...]:
+    def metadata_caches(self) -> tuple[MetadataCache, ...]:
+        """Every metadata cache: the tenant's, or one per B2C policy."""
         return tuple(self.policies) if self.policies is not None else (self.metadata,)
 
-    def current_issuers(self) -> tuple[str, ...] | None:
-        """The issuers of the loaded metadata (``{tenantid}`` templates as published);
-        ``None`` while some of it is not loaded yet. For routing (README "Several
-        authorities on one API")."""
-        issuers: list[str] = []
-        for cache in self._caches():
-            current = cache.current
-            if current is None:
-                return None
-            issuers.extend(current.issuers.values())
-        return tuple(issuers)
-
     async def known_issuers(self) -> tuple[str, ...]:
-        """``current_issuers``, loading the metadata first (raises ``idp_unavailable``)."""
+        """The issuers of its metadata (``{tenantid}`` templates as published), loading it
+        first (raises ``idp_unavailable``): for routing, README "Several authorities on one API"."""
         issuers: list[str] = []
-        for cache in self._caches():
+        for cache in self.metadata_caches():
             issuers.extend((await cache.get()).issuers.values())
         return tuple(issuers)
 
@@ -187,7 +183,7 @@ class EntraAuth:
 
     async def aclose(self) -> None:
         await self.graph.aclose()
-        for cache in self._caches():
+        for cache in self.metadata_caches():
             await cache.aclose()
         self._verified.clear()
         if self._owns_client:

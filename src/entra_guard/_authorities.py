@@ -14,11 +14,13 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._auth import token_digest
 from ._errors import AuthError
 from ._validation import decode_json_segment
 
 if TYPE_CHECKING:
     from ._auth import EntraAuth
+    from ._metadata import TenantMetadata
     from ._principal import Principal
 
 
@@ -49,6 +51,32 @@ def _issuer_and_tenant(claims: dict[str, Any] | None) -> tuple[str | None, str |
     )
 
 
+class _IssuerTable:
+    """Issuer -> index of the first ``EntraAuth`` publishing it, built from one set of
+    metadata snapshots (rebuilt when any of them is replaced)."""
+
+    __slots__ = ("concrete", "snapshots", "templates")
+
+    def __init__(self, snapshots: tuple[TenantMetadata, ...], owners: tuple[int, ...]) -> None:
+        self.snapshots = snapshots
+        self.concrete: dict[str, int] = {}
+        self.templates: list[tuple[str, int]] = []
+        for snapshot, owner in zip(snapshots, owners, strict=True):
+            for issuer in snapshot.issuers.values():
+                if "{tenantid}" in issuer:
+                    self.templates.append((issuer, owner))
+                else:
+                    self.concrete.setdefault(issuer, owner)
+
+    def lookup(self, iss: str, tid: str | None) -> int | None:
+        found = self.concrete.get(iss)
+        if tid is not None:
+            for template, owner in self.templates:
+                if (found is None or owner < found) and template.replace("{tenantid}", tid) == iss:
+                    found = owner
+        return found
+
+
 class AuthorityRouter:
     """Chooses the ``EntraAuth`` for a token by its issuer; the middleware's door."""
 
@@ -56,10 +84,33 @@ class AuthorityRouter:
         if not auths:
             raise ValueError("EntraAuthMiddleware needs at least one EntraAuth")
         self.auths = tuple(auths)
+        #: Every metadata cache (one per B2C policy) and the index of its ``EntraAuth``.
+        self._caches = tuple(
+            (cache, index)
+            for index, auth in enumerate(self.auths)
+            for cache in auth.metadata_caches()
+        )
+        self._table: _IssuerTable | None = None
 
     @property
     def primary(self) -> EntraAuth:
         return self.auths[0]
+
+    def _current_table(self) -> _IssuerTable | None:
+        """The table for the loaded metadata; ``None`` while some of it is not loaded."""
+        table = self._table
+        if table is not None:
+            for (cache, _), snapshot in zip(self._caches, table.snapshots, strict=True):
+                if cache.current is not snapshot:
+                    break
+            else:
+                return table
+        snapshots = tuple(cache.current for cache, _ in self._caches)
+        if any(snapshot is None for snapshot in snapshots):
+            return None
+        owners = tuple(index for _, index in self._caches)
+        self._table = _IssuerTable(snapshots, owners)  # type: ignore[arg-type]
+        return self._table
 
     async def route(self, token: str, payload: dict[str, Any] | None = None) -> EntraAuth:
         """The ``EntraAuth`` whose metadata issuer matches the token's ``iss``
@@ -70,21 +121,17 @@ class AuthorityRouter:
         if iss is None:
             # Malformed or issuer-less: let the first authority say precisely why.
             return self.auths[0]
-        # Fast path: every authority's metadata is loaded (no task, no await).
-        pending: list[EntraAuth] = []
-        for auth in self.auths:
-            known = auth.current_issuers()
-            if known is None:
-                pending.append(auth)
-            elif _issuer_matches(iss, tid, known):
-                return auth
-        if not pending:
-            raise _unknown_authority()
+        table = self._current_table()
+        if table is not None:  # every authority's metadata is loaded: no task, no await
+            found = table.lookup(iss, tid)
+            if found is None:
+                raise _unknown_authority()
+            return self.auths[found]
         issuers = await asyncio.gather(
-            *(auth.known_issuers() for auth in pending), return_exceptions=True
+            *(auth.known_issuers() for auth in self.auths), return_exceptions=True
         )
         unavailable: BaseException | None = None
-        for auth, loaded in zip(pending, issuers, strict=True):
+        for auth, loaded in zip(self.auths, issuers, strict=True):
             if isinstance(loaded, BaseException):
                 unavailable = unavailable or loaded
                 continue
@@ -97,12 +144,11 @@ class AuthorityRouter:
     async def authenticate(self, token: str) -> tuple[EntraAuth, Principal]:
         """The accepting ``EntraAuth`` and the caller. A token one of them verified
         before is answered from its cache (no decoding, no routing)."""
-        from ._auth import token_digest
-
         digest = token_digest(token) if token.isascii() else None
         if digest is not None:
+            now = self.auths[0].validator.now()
             for auth in self.auths:
-                principal = auth.cached(digest)
+                principal = auth.cached(digest, now)
                 if principal is not None:
                     return auth, principal
         # Decoded once: the chosen EntraAuth's format rule reuses it (same strict decoder).
