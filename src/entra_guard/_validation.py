@@ -9,7 +9,10 @@ The rules share a small ``Context``: ``format`` decodes all three segments
 strictly (the payload is decoded but not trusted), ``key`` picks the signing
 key, ``signature`` verifies it and only then copies the payload into
 ``claims``, which every later rule reads. No claim is used for any decision or
-look-up before the signature holds.
+look-up before the signature holds, but one: a B2C token's ``tfp``/``acr`` picks
+which *configured* policy's keys check it (``policy``), and ``policy_match``
+confirms it once the signature holds (README "Customer identities: External ID
+and B2C").
 """
 
 from __future__ import annotations
