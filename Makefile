@@ -1,9 +1,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# make test-min: the lowest versions pyproject.toml allows, in their own venv (README
+# "Supported versions"). uv (a PyPI wheel, pinned) resolves them; it lives in that venv.
+VENV_MIN ?= .venv-min
+UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# make run WORKERS=4: several uvicorn workers (they share the dev issuer's key via .dev/).
+WORKERS ?= 1
 
-.PHONY: install test lint format typecheck run bench fuzz clean
+.PHONY: install test test-min lint format typecheck run bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +29,23 @@ test: install
 .PHONY: coverage
 coverage: install
 	$(PY) -m pytest -q --cov=entra_guard --cov-report=term-missing
+
+# Every declared requirement (dependencies, and every extra: dev, testing, prometheus, ...)
+# at its floor (--resolution lowest-direct); what they pull in at its newest, as a user
+# pinning our floors would get. A new extra or dev dependency is picked up by itself.
+$(VENV_MIN)/.installed: pyproject.toml
+	rm -rf $(VENV_MIN)
+	python3 -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
+	$(VENV_MIN)/bin/uv pip install --quiet --python $(VENV_MIN)/bin/python \
+		--resolution lowest-direct -r pyproject.toml --all-extras
+	$(VENV_MIN)/bin/uv pip install --quiet --python $(VENV_MIN)/bin/python --no-deps -e .
+	$(VENV_MIN)/bin/python -c "import jose.backends; assert 'cryptography' in jose.backends.RSAKey.__module__, jose.backends.RSAKey"
+	touch $@
+
+test-min: $(VENV_MIN)/.installed
+	$(VENV_MIN)/bin/uv pip list --python $(VENV_MIN)/bin/python
+	ENTRA_GUARD_LOWEST_VERSIONS=1 $(VENV_MIN)/bin/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check src tests sample_app bench examples
@@ -44,7 +67,8 @@ run: install
 	ENTRA_AUTH_CONTEXTS=$${ENTRA_AUTH_CONTEXTS:-'{"approve-payment":"c1"}'} \
 	ENTRA_RESOURCE_METADATA=$${ENTRA_RESOURCE_METADATA:-true} \
 	SAMPLE_REPORTS_CLIENT_APPS=$${SAMPLE_REPORTS_CLIENT_APPS:-44444444-4444-4444-4444-444444444444} \
-	$(VENV)/bin/uvicorn sample_app.main:app --host $(HOST) --port $(PORT) --h11-max-incomplete-event-size 65536
+	$(VENV)/bin/uvicorn sample_app.main:app --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+		--h11-max-incomplete-event-size 65536
 
 # Benchmarks (see bench/__main__.py): wrk from Debian when missing (else a
 # Python load generator); server venvs bench/.venv-server (entra-guard) and bench/.venv-peer
@@ -63,4 +87,4 @@ fuzz: install
 	$(PY) -m tests.fuzz $(FUZZ_N)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ machine is small and noisy). The table is printed and written to
 
     python -m bench            # everything (~2-3 minutes)
     python -m bench --quick    # fewer rounds, 2,000 instead of 10,000 at scale
-    python -m bench --only validation,asgi,http,scale
+    python -m bench --only validation,asgi,otel,http,scale,obo
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import apps, asgi, throughput, validation
+from . import apps, asgi, obo, obo_http, otel, throughput, validation
 from .common import RESULTS_DIR, ROOT, fmt_ns, machine, median
 from .scale import CHUNK, ScaleResult, from_json
 
-PARTS = ("validation", "asgi", "http", "scale")
+PARTS = ("validation", "asgi", "otel", "http", "scale", "obo")
 
 
 def _ok(met: bool) -> str:
@@ -222,11 +222,26 @@ def main() -> int:
         a = asgi.run(rounds=5 if args.quick else 15)
         raw["asgi"] = dataclasses.asdict(a)
         sections.append(_asgi_table(a))
+    if "otel" in only:
+        step("tracing cost (OpenTelemetry)")
+        o = otel.run(rounds=5 if args.quick else 15)
+        raw["otel"] = dataclasses.asdict(o)
+        sections.append(otel.table(o))
     if "scale" in only:
         step("scale (10,000 tokens, 10,000 overage users)")
         s = _run_scale(args.quick)
         raw["scale"] = dataclasses.asdict(s)
         sections.append(_scale_table(s))
+
+    if "obo" in only:
+        step("on-behalf-of downstream calls, in process")
+        o = obo.run(rounds=5 if args.quick else 15)
+        raw["obo"] = dataclasses.asdict(o)
+        sections.append(obo.table(o))
+        step("on-behalf-of routes over HTTP")
+        oh = obo_http.run(rounds=3 if args.quick else 9)
+        raw["obo_http"] = dataclasses.asdict(oh)
+        sections.append(obo_http.table(oh))
 
     header = [
         "## entra-guard benchmarks",

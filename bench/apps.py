@@ -13,7 +13,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from entra_guard import EntraAuth, EntraAuthMiddleware, EntraRoute, EntraSettings, require_scopes
+from entra_guard import (
+    AuthObserver,
+    EntraAuth,
+    EntraAuthMiddleware,
+    EntraRoute,
+    EntraSettings,
+    require_scopes,
+)
 
 from .common import CLIENT_ID, SCOPE, TENANT_ID
 
@@ -35,16 +42,17 @@ def bare() -> FastAPI:
     return app
 
 
-def guarded(route_class: bool = True) -> FastAPI:
+def guarded(route_class: bool = True, observer: AuthObserver | None = None) -> FastAPI:
     """The guarded app; ``route_class=False`` resolves the guard as a plain FastAPI
-    dependency instead of through ``EntraRoute`` (for the in-process comparison)."""
+    dependency instead of through ``EntraRoute`` (for the in-process comparison);
+    ``observer`` is passed to ``EntraAuth`` (bench/otel.py)."""
     settings = EntraSettings(
         tenant_id=TENANT_ID,
         client_id=CLIENT_ID,
         authority_host=os.environ["BENCH_IDP_URL"],
         token_cache_size=int(os.environ.get("BENCH_TOKEN_CACHE_SIZE", "4096")),
     )
-    auth = EntraAuth(settings)
+    auth = EntraAuth(settings, observer=observer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ Configured only by the environment (``ENTRA_*``, ``SAMPLE_FINANCE_GROUP_ID`` and
 | GET /finance   | group SAMPLE_FINANCE_GROUP_ID (overage resolved through Graph)    |
 | POST /payments/approve | auth context `approve-payment` (ENTRA_AUTH_CONTEXTS)     |
 | GET /reports   | client apps in SAMPLE_REPORTS_CLIENT_APPS (comma separated)       |
+| GET /me/graph  | any user: Graph's /v1.0/me, called on behalf of the caller (OBO)  |
 | WS /ws/items   | same as GET /items                                                |
 | GET /metrics   | none: Prometheus metrics (when prometheus-client is installed)    |
 """
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from fastapi import Body, Depends, FastAPI, Response, Security, WebSocket
+from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
 from entra_guard import (
@@ -38,8 +40,10 @@ from entra_guard import (
     ErrorCode,
     Guard,
     Principal,
+    downstream_client,
     require_auth_context,
     require_client_apps,
+    require_delegated,
     require_groups,
     require_principal,
     require_roles,
@@ -196,6 +200,27 @@ def create_app(
     @app.get("/me")
     async def me(principal: Annotated[Principal, Depends(require_principal)]) -> dict[str, Any]:
         return principal.to_dict()
+
+    graph_url = settings.graph_url
+    graph_me = downstream_client(
+        graph_url,
+        scopes=[f"{graph_url}/User.Read"],
+        transport=dev_issuer.transport if dev_issuer is not None else None,
+    )
+
+    # require_delegated: OBO is for users (it also lists the route as secured in OpenAPI).
+    @app.get("/me/graph", dependencies=[Security(require_delegated)])
+    async def me_graph(graph: httpx.AsyncClient = Depends(graph_me)) -> Any:  # noqa: B008
+        """Microsoft Graph's ``/v1.0/me``, called on behalf of the caller (README "Calling
+        downstream APIs (on-behalf-of)")."""
+        response = await graph.get("/v1.0/me")
+        if response.status_code != 200:
+            logger.warning("GET /v1.0/me answered HTTP %s", response.status_code)
+            return JSONResponse(
+                {"detail": f"Microsoft Graph answered HTTP {response.status_code}"},
+                status_code=502,
+            )
+        return response.json()
 
     @app.get("/items")
     async def list_items(principal: Annotated[Principal, Security(read_items)]) -> dict[str, Any]:

@@ -31,7 +31,9 @@ from pydantic import BaseModel, Field, SecretStr
 from starlette.types import Receive, Scope, Send
 
 from entra_guard import EntraSettings, Guard
-from entra_guard.testing import FakeEntraID, FakeGraph
+from entra_guard.testing import FakeEntraID, FakeGraph, FakeKey
+
+from .dev_keys import SharedMemberships, shared_signing_key
 
 #: Overage users remembered by the dev Graph (oldest forgotten first).
 MAX_DEV_MEMBERSHIPS = 10_000
@@ -157,10 +159,16 @@ class DevIssuer:
         assert settings.client_secret is not None
         assert settings.public_client_id is not None
         self.settings = settings
-        self.idp = FakeEntraID(tenant_id=settings.tenant_id, client_id=settings.client_id)
+        # One signing key and one set of overage memberships for every worker
+        # (``make run WORKERS=4``): a token minted by one passes on all.
+        self.idp = FakeEntraID(
+            tenant_id=settings.tenant_id,
+            client_id=settings.client_id,
+            key=FakeKey.from_pem(shared_signing_key()),
+        )
         secret = settings.client_secret.get_secret_value()
         self.idp.confidential_clients[settings.client_id] = secret
-        self.graph = FakeGraph(self.idp)
+        self.graph = FakeGraph(self.idp, memberships=SharedMemberships())
         sign_in = self.idp.authorization
         sign_in.register_client(settings.public_client_id, DEV_REDIRECT_URIS)
         scopes, roles, groups = declared_by(guards)
@@ -180,7 +188,9 @@ class DevIssuer:
         }
         #: Swagger UI's ``initOAuth``: the scopes ticked by default in **Authorize**.
         self.swagger_init_oauth = {"scopes": " ".join(prefix + s for s in scopes)}
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._dispatch))
+        #: Reaches the fake Entra ID and the fake Graph in-process (also for /me/graph).
+        self.transport = httpx.ASGITransport(app=self._dispatch)
+        self.client = httpx.AsyncClient(transport=self.transport)
         self.router = APIRouter(prefix="/_dev", tags=["dev"], dependencies=[Depends(loopback_only)])
         self.router.add_api_route(
             "/token", self.mint, methods=["POST"], response_model=DevTokenResponse

@@ -24,6 +24,8 @@ PUBLIC = {
     "Principal",
     "all_of",
     "any_of",
+    "downstream_client",
+    "downstream_token",
     "refuse_guests",
     "require_app_only",
     "require_auth_context",
@@ -53,6 +55,8 @@ TESTING = {
     "FakeGraph",
     "FakeKey",
     "LiveServer",
+    "OboGrant",
+    "make_client_certificate",
     "SignInUser",
     "sign_token",
 }

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-import websockets
 from fastapi import Depends, FastAPI, Request, WebSocket
 from starlette.authentication import requires
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from entra_guard import AuthError, EntraSettings, Principal, require_principal
 from entra_guard.testing import FakeEntraID
@@ -96,7 +97,7 @@ async def test_websocket_handshake_is_authenticated(app_url: str, fake_entra: Fa
     ws_url = app_url.replace("http://", "ws://") + "/ws"
     oid = "5d2b9a5e-0000-4000-8000-00000000000a"
     token = fake_entra.token(object_id=oid)
-    async with websockets.connect(ws_url, additional_headers=bearer(token)) as ws:
+    async with ws_connect(ws_url, additional_headers=bearer(token)) as ws:
         assert json.loads(await ws.recv()) == {"oid": oid}
 
 
@@ -108,11 +109,11 @@ async def test_websocket_without_valid_token_is_closed_with_1008(
     ws_url = app_url.replace("http://", "ws://") + "/ws"
     expected = "missing_token" if not headers else "malformed_token"
     try:
-        async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        async with ws_connect(ws_url, additional_headers=headers) as ws:
             await asyncio.wait_for(ws.recv(), 5)
-    except websockets.InvalidStatus as refused:  # servers may answer the close with HTTP 403
+    except InvalidStatus as refused:  # servers may answer the close with HTTP 403
         assert refused.response.status_code == 403
-    except websockets.ConnectionClosed as closed:
+    except ConnectionClosed as closed:
         assert closed.rcvd is not None
         assert (closed.rcvd.code, closed.rcvd.reason) == (1008, expected)
     else:

@@ -560,7 +560,10 @@ async def test_graph_failures_are_logged_once_with_their_cause(
 def test_graph_dead_code_is_gone(idp: FakeEntraID) -> None:
     assert not hasattr(GraphClient, "forget")
     graph = FakeGraph(idp)
-    assert not any("getMemberObjects" in getattr(r, "path", "") for r in graph.app.routes)
+    # Only the delegated /me/getMemberObjects (groups via OBO) remains; the app-permission
+    # variant per object id was never called.
+    paths = [getattr(r, "path", "") for r in graph.app.routes]
+    assert [p for p in paths if "getMemberObjects" in p] == ["/v1.0/me/getMemberObjects"]
 
 
 async def test_metadata_failure_log_lines_carry_no_control_characters(

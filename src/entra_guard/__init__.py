@@ -8,6 +8,7 @@ modules are implementation and may change in any release.
 from ._auth import EntraAuth
 from ._client_apps import require_client_apps
 from ._docs_assets import serve_swagger_ui
+from ._downstream import downstream_client, downstream_token
 from ._errors import STATUS_BY_CODE, AuthError, ErrorCode
 from ._guards import (
     SCHEME_NAME,
@@ -48,6 +49,8 @@ __all__ = [
     "Principal",
     "all_of",
     "any_of",
+    "downstream_client",
+    "downstream_token",
     "refuse_guests",
     "require_app_only",
     "require_auth_context",

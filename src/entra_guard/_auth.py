@@ -10,21 +10,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from ._b2c import PolicyMetadata
+from ._credentials import load_credential
 from ._crypto import SigningKey
 from ._errors import AuthError
 from ._graph import GraphClient
 from ._http import build_client
 from ._metadata import MetadataCache
+from ._obo import OboClient, normalize_scopes
+from ._obo_groups import OboGroups
 from ._observer import AuthObserver
+from ._pools import DownstreamClients
 from ._principal import Principal
 from ._settings import EntraSettings
+from ._shared_cache import shared_cache_for
 from ._token_cache import VerifiedTokenCache
 from ._validation import TokenValidator
 
@@ -84,8 +89,32 @@ class EntraAuth:
         self.validator = TokenValidator(
             self.settings, self.metadata, clock=clock, policies=self.policies
         )
+        #: The API's own client credential (README "Calling downstream APIs"); fails here,
+        #: at start-up, when its setting is broken.
+        self.credential = load_credential(self.settings, clock=self.validator.now)
+        #: Everything worth sharing between workers and replicas: memberships, Graph app
+        #: tokens, on-behalf-of tokens (README "Running several workers and replicas").
+        self.cache = shared_cache_for(self.settings, self.observer, self.validator.now)
         #: Resolves groups overage through Microsoft Graph (only used by group guards).
-        self.graph = GraphClient(self.settings, self.http, observer=self.observer)
+        self.graph = GraphClient(
+            self.settings,
+            self.http,
+            observer=self.observer,
+            credential=self.credential,
+            cache=self.cache,
+        )
+        #: On-behalf-of tokens for downstream APIs, and the pooled clients that send them.
+        self.obo = OboClient(
+            self.settings,
+            self.http,
+            self.credential,
+            clock=self.validator.now,
+            observer=self.observer,
+            cache=self.cache,
+        )
+        self.downstream = DownstreamClients(self.settings)
+        #: Groups overage with the caller's OBO token (``ENTRA_GROUPS_VIA_OBO``).
+        self.obo_groups = OboGroups(self.settings, self.http, self.obo)
         # sha256(token) -> (principal, key that verified it); expires at the token's exp.
         self._verified: VerifiedTokenCache[tuple[Principal, SigningKey]] = VerifiedTokenCache(
             self.settings.token_cache_size
@@ -112,7 +141,11 @@ class EntraAuth:
             if principal is not None:
                 return principal
         self.observer.token_cache(hit=False)
-        validated = await self.validator.validate(token, now, payload=payload)
+        try:
+            validated = await self.validator.validate(token, now, payload=payload)
+        except AuthError as exc:
+            self._observe(None, cached=False, started=started, code=exc.code)
+            raise
         principal = Principal.from_claims(
             validated.claims,
             validated.version,
@@ -122,7 +155,7 @@ class EntraAuth:
         )
         if digest is not None:
             self._verified.set(digest, (principal, validated.key), validated.expires_at, len(token))
-        self.observer.authenticated(cached=False, seconds=time.perf_counter() - started)
+        self._observe(principal, cached=False, started=started)
         return principal
 
     def cached(self, digest: bytes, now: float) -> Principal | None:
@@ -142,8 +175,24 @@ class EntraAuth:
         if not self._key_is_current(cached[0], cached[1]):
             return None
         self.observer.token_cache(hit=True)
-        self.observer.authenticated(cached=True, seconds=time.perf_counter() - started)
+        self._observe(cached[0], cached=True, started=started)
         return cached[0]
+
+    def _observe(
+        self, principal: Principal | None, *, cached: bool, started: float, code: str | None = None
+    ) -> None:
+        """Report one outcome (``principal`` None: refused with ``code``); the caller's
+        id goes to observers only with ``log_pii`` (README "Tracing (OpenTelemetry)")."""
+        seconds = time.perf_counter() - started
+        if principal is None:
+            self.observer.authentication(cached=cached, seconds=seconds, code=code)
+            return
+        self.observer.authentication(
+            cached=cached,
+            seconds=seconds,
+            token_version=principal.token_version,
+            user_id=principal.identity if self.settings.log_pii else None,
+        )
 
     def _key_is_current(self, principal: Principal, key: SigningKey) -> bool:
         """A cached result dies with its key: rotated-out keys invalidate their tokens."""
@@ -175,16 +224,43 @@ class EntraAuth:
             issuers.extend((await cache.get()).issuers.values())
         return tuple(issuers)
 
-    async def group_ids(self, principal: Principal) -> frozenset[str]:
+    async def group_ids(self, principal: Principal, *, token: str | None = None) -> frozenset[str]:
         """The caller's transitive group ids: the token's ``groups`` claim, or Microsoft
         Graph when the token carries the overage marker (raises 503 ``groups_unavailable``
-        when Graph cannot answer)."""
+        when Graph cannot answer). With ``ENTRA_GROUPS_VIA_OBO``, a user's ``token`` is
+        exchanged for a delegated Graph token instead of using an app permission."""
+        if (
+            token is not None
+            and self.settings.groups_via_obo
+            and principal.groups_overage
+            and not principal.is_app_only
+        ):
+            return await self.obo_groups.group_ids(principal, token, token_digest(token))
         return await self.graph.group_ids(principal)
 
+    async def acquire_token_on_behalf_of(
+        self, token: str, scopes: Sequence[str], *, claims: str | None = None
+    ) -> str:
+        """A token for a downstream API, acquired on behalf of the caller whose ``token``
+        this API accepts (validated first; app-only tokens: 403 ``wrong_token_type``).
+
+        ``claims``: a claims challenge to answer (JSON, or base64 as in
+        ``WWW-Authenticate``). Cached per token and scopes; README "Calling
+        downstream APIs (on-behalf-of)" lists the refusals.
+        """
+        principal = await self.authenticate(token)
+        return await self.obo.acquire(
+            token, token_digest(token), principal, normalize_scopes(scopes), claims=claims
+        )
+
     async def aclose(self) -> None:
+        await self.downstream.aclose()
+        await self.obo_groups.aclose()
+        await self.obo.aclose()
         await self.graph.aclose()
         for cache in self.metadata_caches():
             await cache.aclose()
+        await self.cache.aclose()
         self._verified.clear()
         if self._owns_client:
             await self.http.aclose()

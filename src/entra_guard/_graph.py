@@ -30,13 +30,14 @@ from typing import Any
 
 import httpx
 
-from ._cache import BoundedTTLCache, SingleFlight
+from ._credentials import ClientCredential, load_credential
 from ._errors import AuthError
 from ._http import FetchError, request_json
 from ._logging import loggable
 from ._observer import AuthObserver
 from ._principal import Principal
 from ._settings import GUID_RE, EntraSettings
+from ._shared_cache import SharedCache
 
 logger = logging.getLogger("entra_guard")
 
@@ -71,8 +72,9 @@ class Cause(enum.Enum):
 
     NO_OBJECT_ID = "the token has a groups overage marker but no usable 'oid'"
     NOT_CONFIGURED = (
-        "groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (with the "
-        "GroupMember.Read.All application permission granted)"
+        "groups overage needs Microsoft Graph: set ENTRA_CLIENT_SECRET (or a certificate "
+        "or a federated token file) with the GroupMember.Read.All application permission "
+        "granted, or ENTRA_GROUPS_VIA_OBO"
     )
     BUSY = "too many group look-ups in progress"
     THROTTLED = "Microsoft Graph is throttling this tenant; waiting for its Retry-After"
@@ -115,6 +117,24 @@ class Failure:
         return AuthError("groups_unavailable", UNAVAILABLE_DETAIL, retry_after=seconds)
 
 
+class _Shared(Exception):
+    """Carries a logged failure to every caller waiting on one look-up."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.cause.name)
+        self.failure = failure
+
+
+def graph_cache(settings: EntraSettings, clock: Callable[[], float]) -> SharedCache:
+    """An in-process cache for a ``GraphClient`` built on its own (tests, tools)."""
+    return SharedCache(
+        settings.client_id,
+        None,
+        sizes={"groups": settings.groups_cache_size, "graph-token": TOKEN_CACHE_SIZE},
+        clock=clock,
+    )
+
+
 class _LookupFailed(Exception):
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.cause.name)
@@ -136,22 +156,20 @@ class GraphClient:
         observer: AuthObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         budget: float = LOOKUP_BUDGET,
+        credential: ClientCredential | None = None,
+        cache: SharedCache | None = None,
     ) -> None:
         self.settings = settings
+        #: The API's client credential (README "Calling downstream APIs"); default: the secret.
+        self.credential = credential if credential is not None else load_credential(settings)
         self.http = http
         self.observer = observer or AuthObserver()
         self._clock = clock
         self.budget = budget
-        self._groups: BoundedTTLCache[tuple[str, str], frozenset[str]] = BoundedTTLCache(
-            settings.groups_cache_size, clock=clock
-        )
-        self._tokens: BoundedTTLCache[str, str] = BoundedTTLCache(TOKEN_CACHE_SIZE, clock=clock)
-        # tenant -> when Graph said we may call again (a Retry-After we could not wait out).
-        self._not_before: BoundedTTLCache[str, float] = BoundedTTLCache(
-            TOKEN_CACHE_SIZE, clock=clock
-        )
-        self._lookups: SingleFlight[tuple[str, str], frozenset[str] | Failure] = SingleFlight()
-        self._token_fetches: SingleFlight[str, str] = SingleFlight()
+        #: Memberships, app tokens and throttling, shared by every worker when the cache
+        #: has a backend (README "Running several workers and replicas").
+        self.cache = cache if cache is not None else graph_cache(settings, clock)
+        self._owns_cache = cache is None
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
 
     # -- public ---------------------------------------------------------------------
@@ -173,18 +191,33 @@ class GraphClient:
         tid, oid = principal.tenant_id, principal.object_id
         if oid is None or not GUID_RE.fullmatch(oid) or not GUID_RE.fullmatch(tid):
             return self._log(Failure(Cause.NO_OBJECT_ID), tid, oid)
-        if self.settings.client_secret is None:
+        if self.credential is None:
             return self._log(Failure(Cause.NOT_CONFIGURED), tid, oid)
-        key = (tid, oid)
-        cached = self._groups.get(key)
-        self.observer.groups_cache(hit=cached is not None)
-        if cached is not None:
-            return cached
-        if len(self._lookups) >= MAX_PENDING_LOOKUPS:
+        key = f"{tid}/{oid}"
+        local = self.cache.peek("groups", key)
+        if local is not None:
+            self.observer.groups_cache(hit=True)
+            return frozenset(local)
+        if self.cache.pending >= MAX_PENDING_LOOKUPS:
             return self._log(Failure(Cause.BUSY, retry_after=1), tid, oid)
-        return await self._lookups.run(
-            key, lambda: self._shared_lookup(tid, oid, app_only=principal.is_app_only)
-        )
+        looked_up = False
+
+        async def lookup() -> tuple[list[str], float]:
+            nonlocal looked_up
+            looked_up = True
+            self.observer.groups_cache(hit=False)
+            outcome = await self._shared_lookup(tid, oid, app_only=principal.is_app_only)
+            if isinstance(outcome, Failure):
+                raise _Shared(outcome)  # reaches every waiter; never cached
+            return sorted(outcome), self.settings.groups_cache_ttl
+
+        try:
+            groups = await self.cache.get_or_compute("groups", key, lookup)
+        except _Shared as shared:
+            return shared.failure
+        if not looked_up:  # answered by the shared cache or by another caller's look-up
+            self.observer.groups_cache(hit=True)
+        return frozenset(groups)
 
     async def _shared_lookup(
         self, tid: str, oid: str, *, app_only: bool
@@ -210,25 +243,18 @@ class GraphClient:
         return failure
 
     async def aclose(self) -> None:
-        await self._lookups.aclose()
-        await self._token_fetches.aclose()
-        self._groups.clear()
-        self._tokens.clear()
-        self._not_before.clear()
+        if self._owns_cache:
+            await self.cache.aclose()
 
     # -- look-up --------------------------------------------------------------------
 
     async def _resolve(self, tid: str, oid: str, *, app_only: bool) -> frozenset[str]:
-        now = self._clock()
-        not_before = self._not_before.get(tid)
-        if not_before is not None:
-            # Graph throttled this tenant: honour its Retry-After across look-ups too.
-            raise _LookupFailed(Failure(Cause.THROTTLED, retry_after=not_before - now))
-        deadline = now + self.budget
+        not_before = await self.cache.get("graph-throttle", tid)
+        if isinstance(not_before, float | int) and not_before > time.time():
+            # Graph throttled this tenant (here or on another worker): honour its Retry-After.
+            raise _LookupFailed(Failure(Cause.THROTTLED, retry_after=not_before - time.time()))
+        deadline = self._clock() + self.budget
         async with self._slots:
-            cached = self._groups.get((tid, oid))  # filled while we waited for a slot
-            if cached is not None:
-                return cached
             kind = "servicePrincipals" if app_only else "users"
             url: str | None = (
                 f"{self.settings.graph_url}/v1.0/{kind}/{oid}/transitiveMemberOf"
@@ -244,9 +270,6 @@ class GraphClient:
                 ids.update(_page_ids(page))
                 url = self._next_link(page)
         groups = frozenset(ids)
-        ttl = self.settings.groups_cache_ttl
-        if ttl > 0:
-            self._groups.set((tid, oid), groups, self._clock() + ttl)
         logger.debug(
             "groups overage resolved: tid=%s oid=%s groups=%d",
             loggable(tid),
@@ -276,35 +299,34 @@ class GraphClient:
                     url,
                     deadline,
                     Endpoint.GRAPH,
-                    headers={"authorization": f"Bearer {token}"},
+                    # A user waits for this answer (Graph throttling guidance).
+                    headers={"authorization": f"Bearer {token}", "x-ms-throttle-priority": "high"},
                 )
             except FetchError as exc:
                 if exc.status == 401 and not renewed:
-                    self._tokens.pop(tid)  # revoked or expired early: get a new one once
+                    await self.cache.delete("graph-token", tid)  # revoked or expired early
                     renewed = True
                     continue
                 await self._pause_or_fail(exc, tid, attempt, deadline, Endpoint.GRAPH)
 
     async def _app_token(self, tid: str, deadline: float) -> str:
-        token = self._tokens.get(tid)
-        if token is not None:
-            return token
-        return await self._token_fetches.run(tid, lambda: self._fetch_app_token(tid, deadline))
+        token = await self.cache.get_or_compute(
+            "graph-token", tid, lambda: self._fetch_app_token(tid, deadline)
+        )
+        return str(token)
 
-    async def _fetch_app_token(self, tid: str, deadline: float) -> str:
+    async def _fetch_app_token(self, tid: str, deadline: float) -> tuple[str, float]:
         """Client credentials for Graph in the caller's tenant (the only token request)."""
-        secret = self.settings.client_secret
-        assert secret is not None  # checked before any look-up starts
+        assert self.credential is not None  # checked before any look-up starts
         url = f"{self.settings.authority_host}/{tid}/oauth2/v2.0/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self.settings.client_id,
-            "client_secret": secret.get_secret_value(),
-            "scope": f"{self.settings.graph_url}/.default",
-        }
         attempt = 0
         while True:
             attempt += 1
+            form = {
+                "grant_type": "client_credentials",
+                "scope": f"{self.settings.graph_url}/.default",
+                **self.credential.form_fields(url),  # a fresh client assertion per attempt
+            }
             try:
                 body = await self._call("POST", url, deadline, Endpoint.TOKEN, data=form)
                 break
@@ -314,10 +336,7 @@ class GraphClient:
         if not isinstance(token, str) or not token:
             raise _LookupFailed(Failure(Cause.NO_ACCESS_TOKEN, Endpoint.TOKEN))
         lifetime = _token_lifetime(body)
-        keep = max(lifetime - TOKEN_RENEW_MARGIN, lifetime / 2)
-        if keep > 0:
-            self._tokens.set(tid, token, self._clock() + keep)
-        return token
+        return token, max(lifetime - TOKEN_RENEW_MARGIN, lifetime / 2)
 
     async def _call(
         self, method: str, url: str, deadline: float, endpoint: Endpoint, **kwargs: Any
@@ -329,13 +348,27 @@ class GraphClient:
         ok = False
         try:
             async with asyncio.timeout(remaining):
-                result = await request_json(self.http, method, url, **kwargs)
+                on_response = self._charged if endpoint is Endpoint.GRAPH else None
+                result = await request_json(
+                    self.http, method, url, on_response=on_response, **kwargs
+                )
             ok = True
             return result
         except TimeoutError:
             raise _LookupFailed(Failure(Cause.TIMEOUT, endpoint, retry_after=5)) from None
         finally:
             self.observer.graph_call(ok=ok, seconds=time.perf_counter() - started)
+
+    def _charged(self, response: httpx.Response) -> None:
+        """Graph's throttling signals, for the metrics (README "Metrics")."""
+        units: float | None
+        try:
+            units = float(response.headers.get("x-ms-resource-unit", ""))
+        except ValueError:
+            units = None
+        if units is not None and not (0 <= units < 1e6):
+            units = None
+        self.observer.graph_response(status=response.status_code, resource_units=units)
 
     async def _pause_or_fail(
         self, exc: FetchError, tid: str, attempt: int, deadline: float, endpoint: Endpoint
@@ -356,8 +389,9 @@ class GraphClient:
         wait = exc.retry_after if exc.retry_after is not None else min(0.25 * 2**attempt, 2.0)
         if not retryable or attempt >= MAX_ATTEMPTS or self._clock() + wait >= deadline:
             if exc.retry_after:
-                until = self._clock() + exc.retry_after
-                self._not_before.set(tid, until, until)
+                # Every worker sharing the cache stops calling Graph for this tenant too.
+                until = time.time() + exc.retry_after
+                await self.cache.set("graph-throttle", tid, until, exc.retry_after)
             retry_after = exc.retry_after or (wait if retryable else None)
             raise _LookupFailed(Failure(cause, endpoint, status, retry_after))
         logger.warning(

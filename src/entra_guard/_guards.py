@@ -21,7 +21,9 @@ every guarded route under the ``EntraID`` security scheme in OpenAPI;
 each route's scopes.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: FastAPI before 0.123.7 does not
+# resolve string annotations of a callable instance, so it would take a guard's
+# ``connection: "HTTPConnection"`` for a query parameter (README "Supported versions").
 
 import itertools
 from collections.abc import Callable, Iterable, MutableMapping
@@ -34,7 +36,14 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketState
 
 from ._errors import AuthError, ErrorCode
-from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY, log_rejection, missing_token
+from ._middleware import (
+    AUTH_KEY,
+    ERROR_KEY,
+    PRINCIPAL_KEY,
+    bearer_token,
+    log_rejection,
+    missing_token,
+)
 from ._principal import Principal
 
 #: Name of the OpenAPI security scheme every guard belongs to.
@@ -109,10 +118,10 @@ class Guard(SecurityBase):
         such as a dev sign-in page. Never used to decide."""
         return {}
 
-    def __and__(self, other: Guard) -> Guard:
+    def __and__(self, other: "Guard") -> "Guard":
         return all_of(self, other)
 
-    def __or__(self, other: Guard) -> Guard:
+    def __or__(self, other: "Guard") -> "Guard":
         return any_of(self, other)
 
 
@@ -307,7 +316,7 @@ class _Groups(Guard):
             auth = connection.scope.get(AUTH_KEY)
             if auth is None:
                 raise RuntimeError("require_groups needs EntraAuthMiddleware")
-            resolved = await auth.group_ids(principal)
+            resolved = await auth.group_ids(principal, token=bearer_token(connection.scope)[0])
             if not self.groups.isdisjoint(resolved):
                 return
         raise AuthError("missing_group", "The caller is not a member of a group this route needs")

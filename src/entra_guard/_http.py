@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -85,11 +86,18 @@ async def request_json(
     client: httpx.AsyncClient,
     method: str,
     url: str,
+    *,
+    on_response: Callable[[httpx.Response], None] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Send a request and return its JSON body; every failure is a ``FetchError``."""
+    """Send a request and return its JSON body; every failure is a ``FetchError``.
+
+    ``on_response`` sees the status and headers first (e.g. Graph's throttling headers).
+    """
     try:
         async with client.stream(method, url, **kwargs) as response:
+            if on_response is not None:
+                on_response(response)
             if response.status_code != 200:
                 raise FetchError(
                     f"{method} {url} answered HTTP {response.status_code}",

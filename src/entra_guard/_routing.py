@@ -31,6 +31,11 @@ from starlette.responses import Response
 
 from ._guards import Guard
 
+#: FastAPI before 0.137 includes a router by building new routes from each route's
+#: ``dependencies`` (newer FastAPI keeps the route): there they must still list the
+#: guards, or the included copy would run without them (README "Supported versions").
+_INCLUDE_COPIES_ROUTES = not hasattr(fastapi.routing, "_IncludedRouter")
+
 
 class EntraRoute(APIRoute):
     """An ``APIRoute`` that awaits its route-level guards itself."""
@@ -60,6 +65,9 @@ class EntraRoute(APIRoute):
         self.resolved_dependant = self.dependant
         # The handler is built; show the guards to OpenAPI again.
         self.dependant = self._listing_guards(self.dependant)
+        if _INCLUDE_COPIES_ROUTES:
+            # The dependant is built without the guards; a copy takes them out again.
+            self.dependencies = list(dependencies or ())
 
     def _listing_guards(self, dependant: Dependant) -> Dependant:
         """``dependant`` with the route-level guards in front, for OpenAPI only."""

@@ -6,14 +6,19 @@ typo never turns into a confusing 401 at request time.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
+import os
 import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from ._compat import NoDecode, SettingsBase
 
 #: Anchored with ``\A``/``\Z`` (``$`` would match before a final newline); use ``fullmatch``.
 GUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -70,6 +75,24 @@ AUTH_CONTEXT_ID_RE = re.compile(r"^c[1-9][0-9]?$")
 _UNSAFE_RE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 
+def encryption_keys(value: str) -> list[bytes]:
+    """``ENTRA_CACHE_ENCRYPTION_KEY``: base64 of 32 random bytes, comma-separated, newest
+    first (README "Running several workers and replicas")."""
+    keys = []
+    for item in value.split(","):
+        try:
+            key = base64.b64decode(item.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                "ENTRA_CACHE_ENCRYPTION_KEY must be base64 of 32 random bytes "
+                "(comma-separated, newest first)"
+            ) from None
+        if len(key) != 32:
+            raise ValueError("ENTRA_CACHE_ENCRYPTION_KEY: each key must be 32 bytes, base64")
+        keys.append(key)
+    return keys
+
+
 def check_label(what: str, value: str, *, max_length: int = 100) -> str:
     """A configured name that may reach a log line, a JSON body or an OpenAPI document:
     printable, no quotes or backslashes, bounded (no header injection through config)."""
@@ -122,7 +145,7 @@ def check_resource_uri(value: str) -> str:
     return text
 
 
-class EntraSettings(BaseSettings):
+class EntraSettings(SettingsBase):
     """Everything entra-guard needs to know about your app registration."""
 
     model_config = SettingsConfigDict(env_prefix="ENTRA_", extra="ignore", frozen=True)
@@ -152,7 +175,8 @@ class EntraSettings(BaseSettings):
         description="Microsoft Graph endpoint used to resolve groups overage.",
     )
     client_secret: SecretStr | None = Field(
-        default=None, description="Client secret, only needed for groups overage (Graph)."
+        default=None,
+        description="Client secret: for groups overage (Graph) and on-behalf-of calls.",
     )
     clock_skew: int = Field(default=300, ge=0, le=3600, description="Leeway for `exp`/`nbf`, s.")
     allow_acl_tokens: bool = Field(
@@ -205,6 +229,40 @@ class EntraSettings(BaseSettings):
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
     tls_verify: bool = Field(default=True, description="Verify TLS certificates (keep it on).")
+    # Calling downstream APIs on behalf of the caller (README "Calling downstream APIs").
+    client_certificate_path: str | None = Field(
+        default=None,
+        description="PEM file with the API's private key and certificate (client assertion).",
+    )
+    federated_token_file: str | None = Field(
+        default=None,
+        description="Workload identity: file whose content is the client assertion.",
+    )
+    client_capabilities: StrList = Field(
+        default_factory=list,
+        description="Client capabilities declared in on-behalf-of grants (`cp1`: CAE).",
+    )
+    obo_cache_size: int = Field(
+        default=10000, ge=0, description="Cached on-behalf-of tokens (0 disables the cache)."
+    )
+    groups_via_obo: bool = Field(
+        default=False,
+        description="Resolve groups overage with the caller's OBO token (delegated User.Read).",
+    )
+    cache_url: SecretStr | None = Field(
+        default=None,
+        description="Shared cache for every worker and replica: `redis://` or `rediss://` URL.",
+    )
+    cache_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 32-byte AES-GCM keys, comma-separated, newest first (OBO in Redis).",
+    )
+    cache_timeout: float = Field(
+        default=0.05, gt=0, le=5, description="Longest wait for the shared cache per call, s."
+    )
+    cache_l1_ttl: float = Field(
+        default=5.0, ge=0, description="In-process copy of shared entries, s (0 turns L1 off)."
+    )
 
     @field_validator(
         "audiences",
@@ -217,6 +275,18 @@ class EntraSettings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("client_capabilities", mode="before")
+    @classmethod
+    def _capabilities(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("client_certificate_path", "federated_token_file")
+    @classmethod
+    def _credential_file(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"ENTRA_{info.field_name.upper()}: no such file {value!r}")
+        return value
 
     @field_validator("accepted_token_versions", mode="before")
     @classmethod
@@ -291,6 +361,22 @@ class EntraSettings(BaseSettings):
     def _urls(cls, value: str, info: Any) -> str:
         return _check_base_url(info.field_name, value)
 
+    @field_validator("cache_url")
+    @classmethod
+    def _cache_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = urlsplit(value.get_secret_value()).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("ENTRA_CACHE_URL must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("cache_encryption_key")
+    @classmethod
+    def _cache_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            encryption_keys(value.get_secret_value())  # fails at start-up, naming it
+        return value
+
     @field_validator("http_proxy")
     @classmethod
     def _proxy(cls, value: str | None) -> str | None:
@@ -310,6 +396,12 @@ class EntraSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults(self) -> EntraSettings:
+        if self.cache_url is not None and self.cache_encryption_key is None:
+            raise ValueError(
+                "ENTRA_CACHE_ENCRYPTION_KEY is required with ENTRA_CACHE_URL: Graph app tokens "
+                "and on-behalf-of tokens are sealed before they reach the shared cache "
+                '(python -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())")'
+            )
         if self.audiences is None:
             object.__setattr__(self, "audiences", [self.client_id, f"api://{self.client_id}"])
         elif not self.audiences or any(not a.strip() for a in self.audiences):
@@ -317,6 +409,13 @@ class EntraSettings(BaseSettings):
                 "ENTRA_AUDIENCES must list at least one non-empty audience "
                 "(leave it unset for the default: client id and api://{client id})"
             )
+        credentials = [
+            f"ENTRA_{name.upper()}"
+            for name in ("client_secret", "client_certificate_path", "federated_token_file")
+            if getattr(self, name) is not None
+        ]
+        if len(credentials) > 1:
+            raise ValueError(f"Set only one client credential, got {' and '.join(credentials)}")
         if (
             self.allowed_tenants
             and not self.multi_tenant

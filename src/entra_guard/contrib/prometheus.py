@@ -114,6 +114,25 @@ class PrometheusObserver(AuthObserver):
         self.groups_cache_total = Counter(
             "groups_cache", "Groups overage cache look-ups.", ["result"], namespace=ns, registry=reg
         )
+        self.graph_responses_total = Counter(
+            "graph_responses",
+            "Microsoft Graph answers to groups look-ups, by status class (429: throttled).",
+            ["status"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.graph_resource_units_total = Counter(
+            "graph_resource_units",
+            "Resource units Graph charged (x-ms-resource-unit) against the app's budget.",
+            namespace=ns,
+            registry=reg,
+        )
+        self.shared_cache_degraded_total = Counter(
+            "shared_cache_degraded",
+            "Times the shared cache (Redis) failed and the process went in-process.",
+            namespace=ns,
+            registry=reg,
+        )
         # Every code shows up as 0 from the start, so rate() and alerts work at once.
         for code in STATUS_BY_CODE:
             self.rejected_total.labels(code=code)
@@ -152,6 +171,15 @@ class PrometheusObserver(AuthObserver):
 
     def groups_cache(self, *, hit: bool) -> None:
         self.groups_cache_total.labels(result="hit" if hit else "miss").inc()
+
+    def graph_response(self, *, status: int, resource_units: float | None) -> None:
+        label = "429" if status == 429 else f"{status // 100}xx" if 100 <= status < 600 else "other"
+        self.graph_responses_total.labels(status=label).inc()
+        if resource_units is not None:
+            self.graph_resource_units_total.inc(resource_units)
+
+    def shared_cache_degraded(self, *, reason: str) -> None:
+        self.shared_cache_degraded_total.inc()
 
     # -- exposition ------------------------------------------------------------------------
 

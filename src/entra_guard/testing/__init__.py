@@ -25,6 +25,7 @@ from ._idp import (
     FakeKey,
     sign_token,
 )
+from ._obo import OboGrant, make_client_certificate
 from ._server import LiveServer
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "FakeGraph",
     "FakeKey",
     "LiveServer",
+    "OboGrant",
     "SignInUser",
+    "make_client_certificate",
     "sign_token",
 ]

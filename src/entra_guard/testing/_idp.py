@@ -9,6 +9,7 @@ failure injection let tests prove caching, single-flight and outage handling.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import threading
@@ -31,6 +32,7 @@ from starlette.routing import Route
 from .._crypto import b64url_encode
 from .._settings import EntraSettings
 from ._authorize import AuthorizationServer
+from ._obo import OBO_GRANT_TYPE, OboTokenEndpoint
 
 DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 DEFAULT_CLIENT_ID = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
@@ -62,13 +64,23 @@ class FakeKey:
     @classmethod
     def generate(cls, kid: str | None = None, bits: int = 2048) -> FakeKey:
         private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        numbers = private.public_key().public_numbers()
-        kid = kid or b64url_encode(secrets.token_bytes(15))
         pem = private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+        return cls.from_pem(pem, kid)
+
+    @classmethod
+    def from_pem(cls, pem: bytes, kid: str | None = None) -> FakeKey:
+        """The key pair of an unencrypted PEM private key (e.g. shared by several workers);
+        ``kid`` defaults to a digest of the public key, so every process agrees on it."""
+        private = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise ValueError("FakeKey needs an RSA private key")
+        numbers = private.public_key().public_numbers()
+        if kid is None:
+            kid = b64url_encode(hashlib.sha256(str(numbers.n).encode()).digest()[:15])
         jwk = {
             "kty": "RSA",
             "use": "sig",
@@ -91,7 +103,7 @@ class Failure:
     remaining: int | None = None  # None: until ``recover()``
 
 
-class FakeEntraID:
+class FakeEntraID(OboTokenEndpoint):
     """Fake tenant(s) of Entra ID. Serve ``.app`` (e.g. with ``LiveServer``).
 
     ``token(...)`` mints access tokens exactly shaped like Entra's (v1 or v2,
@@ -123,6 +135,7 @@ class FakeEntraID:
         self._lock = threading.Lock()
         #: Sign-in for browsers (README "Browser tests of your own API").
         self.authorization = AuthorizationServer(self)
+        self._init_obo()
         self.app = Starlette(
             routes=[
                 Route(
@@ -368,17 +381,20 @@ class FakeEntraID:
         form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
         grant_type = form.get("grant_type")
         if grant_type == "client_credentials":
-            return await self._client_credentials(request, form)
+            return self._client_credentials_grant(request, form)
+        if grant_type == OBO_GRANT_TYPE:
+            return await self._obo_grant(request, form)
         if grant_type == "authorization_code":
             return await self.authorization.authorization_code_grant(request, form)
         if grant_type == "refresh_token":
             return await self.authorization.refresh_token_grant(request, form)
         return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
 
-    async def _client_credentials(self, request: Request, form: dict[str, str]) -> Response:
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        if not isinstance(client_id, str) or self.confidential_clients.get(client_id) != secret:
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
+    def _client_credentials_grant(self, request: Request, form: dict[str, str]) -> Response:
+        # A secret, a certificate assertion or a federated token (testing/_obo.py).
+        refused = self._authenticate_client(request, form)
+        if refused is not None:
+            return refused
         scope = str(form.get("scope", ""))
         if not scope.endswith("/.default"):
             return JSONResponse({"error": "invalid_scope"}, status_code=400)
