@@ -3,18 +3,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
+from fastapi import Depends, FastAPI, WebSocket
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from entra_guard import AuthObserver, EntraAuth, setup_openapi
+from entra_guard import (
+    AuthObserver,
+    EntraAuth,
+    EntraAuthMiddleware,
+    Principal,
+    require_scopes,
+    setup_openapi,
+)
 from entra_guard._inspect import inspect_token
 from entra_guard._validation import decode_json_segment
-from entra_guard.testing import FakeB2C, FakeEntraID, FakeExternalID
+from entra_guard.testing import FakeB2C, FakeEntraID, FakeExternalID, LiveServer
 
 from ._customer_apps import api_client, authority, bearer, customer_app
 from .conftest import assert_refused
@@ -219,10 +231,6 @@ async def test_inspect_explains_a_token_of_another_authority(fakes: dict[str, An
 
 
 def test_middleware_needs_an_authority() -> None:
-    from fastapi import FastAPI
-
-    from entra_guard import EntraAuthMiddleware
-
     with pytest.raises(ValueError, match="at least one EntraAuth"):
         EntraAuthMiddleware(FastAPI(), auth=[])
 
@@ -249,3 +257,44 @@ async def test_multi_tenant_workforce_beside_a_customer_tenant(fakes: dict[str, 
             iss=f"https://login.microsoftonline.com/{fakes['ciam'].tenant_id}/v2.0"
         )
         assert_refused(await client.get("/me", headers=bearer(forged)), 401, "unknown_key")
+
+
+def test_websocket_with_several_authorities(fakes: dict[str, Any]) -> None:
+    """WebSocket handshakes route the same way (over a socket: what only a server shows)."""
+
+    def auth_for(fake: Any, url: str) -> EntraAuth:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=fake.app), base_url=url)
+        return EntraAuth(fake.settings(url), http_client=client)
+
+    auths = [auth_for(fakes["b2c"], B2C), auth_for(fakes["ciam"], CIAM)]
+    app = FastAPI()
+    app.add_middleware(EntraAuthMiddleware, auth=auths)
+
+    @app.websocket("/ws")
+    async def ws(
+        websocket: WebSocket, principal: Annotated[Principal, Depends(require_scopes("Items.Read"))]
+    ) -> None:
+        await websocket.accept()
+        await websocket.send_text(json.dumps({"iss": principal.issuer, "pol": principal.policy}))
+        await websocket.close()
+
+    try:
+        with LiveServer(app) as server:
+            url = server.url.replace("http://", "ws://") + "/ws"
+            for name, policy in (("b2c", POLICY), ("ciam", None)):
+                token = token_of(fakes, name)
+                with connect(url, additional_headers=bearer(token), open_timeout=10) as socket:
+                    body = json.loads(socket.recv(timeout=10))
+                assert body == {"iss": fakes[name].claims()["iss"], "pol": policy}
+            forged = fakes["ciam"].token(fakes["b2c"].claims())
+            with (
+                connect(url, additional_headers=bearer(forged), open_timeout=10) as socket,
+                pytest.raises(ConnectionClosed) as closed,
+            ):
+                socket.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "unknown_key")
+    finally:
+        for auth in auths:
+            asyncio.run(auth.aclose())
+            asyncio.run(auth.http.aclose())
