@@ -6,7 +6,7 @@ machine is small and noisy). The table is printed and written to
 
     python -m bench            # everything (~2-3 minutes)
     python -m bench --quick    # fewer rounds, 2,000 instead of 10,000 at scale
-    python -m bench --only validation,asgi,otel,http,scale,obo
+    python -m bench --only validation,asgi,otel,http,scale,obo,authorities
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from . import apps, asgi, obo, obo_http, otel, throughput, validation
+from . import apps, asgi, authorities, obo, obo_http, otel, throughput, validation
 from .common import RESULTS_DIR, ROOT, fmt_ns, machine, median
 from .scale import CHUNK, ScaleResult, from_json
 
-PARTS = ("validation", "asgi", "otel", "http", "scale", "obo")
+PARTS = ("validation", "asgi", "otel", "http", "scale", "obo", "authorities")
 
 
 def _ok(met: bool) -> str:
@@ -242,6 +242,12 @@ def main() -> int:
         oh = obo_http.run(rounds=3 if args.quick else 9)
         raw["obo_http"] = dataclasses.asdict(oh)
         sections.append(obo_http.table(oh))
+
+    if "authorities" in only:
+        step("several authorities, in process")
+        au = authorities.run(rounds=11 if args.quick else 31)
+        raw["authorities"] = dataclasses.asdict(au)
+        sections.append(authorities.table(au))
 
     header = [
         "## entra-guard benchmarks",

@@ -58,7 +58,21 @@ def test_tenant_guid_is_normalised() -> None:
     [
         ({"tenant_id": TENANT}, "client_id"),
         ({"tenant_id": TENANT, "client_id": "  "}, "ENTRA_CLIENT_ID"),
-        ({"tenant_id": "contoso.onmicrosoft.com", "client_id": CLIENT}, "ENTRA_TENANT_ID"),
+        ({"tenant_id": "contoso", "client_id": CLIENT}, "ENTRA_TENANT_ID"),
+        ({"tenant_id": "contoso..onmicrosoft.com", "client_id": CLIENT}, "ENTRA_TENANT_ID"),
+        ({"tenant_id": "https://contoso.com", "client_id": CLIENT}, "ENTRA_TENANT_ID"),
+        (
+            {"tenant_id": TENANT, "client_id": CLIENT, "b2c_policies": ["B2C_1_x/../y"]},
+            "ENTRA_B2C_POLICIES",
+        ),
+        (
+            {"tenant_id": TENANT, "client_id": CLIENT, "b2c_policies": "B2C_1_a,b2c_1_A"},
+            "ENTRA_B2C_POLICIES",
+        ),
+        (
+            {"tenant_id": "organizations", "client_id": CLIENT, "b2c_policies": "B2C_1_a"},
+            "ENTRA_B2C_POLICIES",
+        ),
         ({"tenant_id": "consumers", "client_id": CLIENT}, "ENTRA_TENANT_ID"),
         (
             {"tenant_id": TENANT, "client_id": CLIENT, "authority_host": "http://login.example"},

@@ -12,9 +12,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Any
 
 import httpx
 
+from ._b2c import PolicyMetadata
 from ._credentials import load_credential
 from ._crypto import SigningKey
 from ._errors import AuthError
@@ -72,8 +74,21 @@ class EntraAuth:
         self.observer = observer or AuthObserver()
         self._owns_client = http_client is None
         self.http = http_client if http_client is not None else build_client(self.settings)
-        self.metadata = MetadataCache(self.settings, self.http, observer=self.observer)
-        self.validator = TokenValidator(self.settings, self.metadata, clock=clock)
+        #: B2C: one metadata cache per configured policy (README "Customer identities:
+        #: External ID and B2C"); ``metadata`` is then the first policy's.
+        self.policies: PolicyMetadata | None = (
+            PolicyMetadata(self.settings, self.http, observer=self.observer)
+            if self.settings.is_b2c
+            else None
+        )
+        self.metadata: MetadataCache = (
+            self.policies.primary
+            if self.policies is not None
+            else MetadataCache(self.settings, self.http, observer=self.observer)
+        )
+        self.validator = TokenValidator(
+            self.settings, self.metadata, clock=clock, policies=self.policies
+        )
         #: The API's own client credential (README "Calling downstream APIs"); fails here,
         #: at start-up, when its setting is broken.
         self.credential = load_credential(self.settings, clock=self.validator.now)
@@ -105,30 +120,63 @@ class EntraAuth:
             self.settings.token_cache_size
         )
 
-    async def authenticate(self, token: str) -> Principal:
-        """Validate ``token`` and return the caller; raises ``AuthError`` otherwise."""
+    async def authenticate(
+        self,
+        token: str,
+        *,
+        digest: bytes | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Principal:
+        """Validate ``token`` and return the caller; raises ``AuthError`` otherwise.
+        ``digest`` (``token_digest(token)``) and ``payload`` (``decode_json_segment`` of its
+        payload segment): when the caller has them already (the several-authorities router)."""
         started = time.perf_counter()
         # Only an ASCII token can be valid; anything else (lone surrogates included) goes
         # straight to the rules, which refuse it before anything encodes it.
-        digest = token_digest(token) if token.isascii() else None
+        if digest is None and token.isascii():
+            digest = token_digest(token)
         now = self.validator.now()
         if digest is not None:
-            cached = self._verified.get(digest, now)
-            if cached is not None and self._key_is_current(cached[1]):
-                self.observer.token_cache(hit=True)
-                self._observe(cached[0], cached=True, started=started)
-                return cached[0]
+            principal = self._cached(digest, now, started)
+            if principal is not None:
+                return principal
         self.observer.token_cache(hit=False)
         try:
-            validated = await self.validator.validate(token, now)
+            validated = await self.validator.validate(token, now, payload=payload)
         except AuthError as exc:
             self._observe(None, cached=False, started=started, code=exc.code)
             raise
-        principal = Principal.from_claims(validated.claims, validated.version)
+        principal = Principal.from_claims(
+            validated.claims,
+            validated.version,
+            tenant_id=validated.tenant_id,
+            issuer=validated.issuer,
+            policy=validated.policy,
+        )
         if digest is not None:
             self._verified.set(digest, (principal, validated.key), validated.expires_at, len(token))
         self._observe(principal, cached=False, started=started)
         return principal
+
+    def cached(self, digest: bytes, now: float) -> Principal | None:
+        """The caller of a token this ``EntraAuth`` verified (by ``token_digest``), while
+        its key is current; ``None`` otherwise (a miss is not counted). The several-
+        authorities router asks this first (README "Several authorities on one API")."""
+        cached = self._verified.get(digest, now)
+        if cached is None:
+            return None
+        return self._hit(cached, time.perf_counter())
+
+    def _cached(self, digest: bytes, now: float, started: float) -> Principal | None:
+        cached = self._verified.get(digest, now)
+        return None if cached is None else self._hit(cached, started)
+
+    def _hit(self, cached: tuple[Principal, SigningKey], started: float) -> Principal | None:
+        if not self._key_is_current(cached[0], cached[1]):
+            return None
+        self.observer.token_cache(hit=True)
+        self._observe(cached[0], cached=True, started=started)
+        return cached[0]
 
     def _observe(
         self, principal: Principal | None, *, cached: bool, started: float, code: str | None = None
@@ -146,9 +194,12 @@ class EntraAuth:
             user_id=principal.identity if self.settings.log_pii else None,
         )
 
-    def _key_is_current(self, key: SigningKey) -> bool:
+    def _key_is_current(self, principal: Principal, key: SigningKey) -> bool:
         """A cached result dies with its key: rotated-out keys invalidate their tokens."""
-        current = self.metadata.current
+        source = self.metadata
+        if self.policies is not None:
+            source = self.policies.get(principal.policy) or source
+        current = source.current
         if current is None:
             return False
         if key.kid is not None:
@@ -157,7 +208,21 @@ class EntraAuth:
 
     async def warm_up(self) -> bool:
         """Fetch metadata now (call it from a lifespan); logs and returns False on failure."""
+        if self.policies is not None:
+            return await self.policies.warm_up()
         return await self.metadata.warm_up()
+
+    def metadata_caches(self) -> tuple[MetadataCache, ...]:
+        """Every metadata cache: the tenant's, or one per B2C policy."""
+        return tuple(self.policies) if self.policies is not None else (self.metadata,)
+
+    async def known_issuers(self) -> tuple[str, ...]:
+        """The issuers of its metadata (``{tenantid}`` templates as published), loading it
+        first (raises ``idp_unavailable``): for routing, README "Several authorities on one API"."""
+        issuers: list[str] = []
+        for cache in self.metadata_caches():
+            issuers.extend((await cache.get()).issuers.values())
+        return tuple(issuers)
 
     async def group_ids(self, principal: Principal, *, token: str | None = None) -> frozenset[str]:
         """The caller's transitive group ids: the token's ``groups`` claim, or Microsoft
@@ -193,7 +258,8 @@ class EntraAuth:
         await self.obo_groups.aclose()
         await self.obo.aclose()
         await self.graph.aclose()
-        await self.metadata.aclose()
+        for cache in self.metadata_caches():
+            await cache.aclose()
         await self.cache.aclose()
         self._verified.clear()
         if self._owns_client:

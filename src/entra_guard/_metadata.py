@@ -12,7 +12,11 @@ Rules (README "Security model"):
   refresh that drops a key also ends the cached results it verified
   (``EntraAuth`` checks the key's identity against ``current``);
 - on IdP failure the last known good keys keep serving; with nothing cached
-  the caller gets ``idp_unavailable`` and retries are spaced out.
+  the caller gets ``idp_unavailable`` and retries are spaced out;
+- a 404 on the v1 discovery document means "v1 not offered" (Entra External ID
+  has none), not an outage; the v2 document stays required. A B2C policy's
+  cache (``policy=...``) reads only its policy's v2 document (README
+  "Customer identities: External ID and B2C").
 
 Issuers and key URLs only ever come from the configured authority's documents,
 never from a token.
@@ -27,7 +31,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -37,7 +41,7 @@ from ._errors import AuthError
 from ._http import FetchError, request_json
 from ._logging import loggable
 from ._observer import AuthObserver
-from ._settings import EntraSettings, is_loopback_host
+from ._settings import GUID_RE, EntraSettings, is_loopback_host
 
 logger = logging.getLogger("entra_guard.metadata")
 
@@ -59,6 +63,8 @@ class TenantMetadata:
     authorization_endpoint: str | None
     token_endpoint: str | None
     loaded_at: float
+    #: The tenant GUID named by the v2 issuer (``None`` for a ``{tenantid}`` template).
+    tenant_id: str | None = None
 
     def key(self, kid: str | None, x5t: str | None) -> SigningKey | None:
         if kid is not None:
@@ -78,8 +84,12 @@ class MetadataCache:
         *,
         observer: AuthObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        policy: str | None = None,
     ) -> None:
         self._settings = settings
+        #: The B2C policy whose documents this cache reads (``None``: the tenant's).
+        self.policy = policy
+        self._v1_absent_logged = False
         self._client = client
         self._observer = observer or AuthObserver()
         self._clock = clock
@@ -99,6 +109,8 @@ class MetadataCache:
 
     def discovery_url(self, version: str) -> str:
         base = f"{self._settings.authority_host}/{self._settings.tenant_id}"
+        if self.policy is not None:
+            base = f"{base}/{self.policy}"
         if version == "2.0":
             return f"{base}/v2.0/.well-known/openid-configuration"
         return f"{base}/.well-known/openid-configuration"
@@ -241,24 +253,31 @@ class MetadataCache:
         return metadata
 
     async def _load_everything(self, previous: TenantMetadata | None) -> TenantMetadata:
-        versions = sorted(set(self._settings.accepted_token_versions) | {"2.0"}, reverse=True)
+        if self.policy is not None:
+            # B2C: one v2 document per policy; its tokens say "ver": "1.0" all the same.
+            versions = ["2.0"]
+        else:
+            versions = sorted(set(self._settings.accepted_token_versions) | {"2.0"}, reverse=True)
         # Wait for every fetch even when one fails: a fetch left running outlives
         # aclose() and leaks its connection (cancelling it mid-TLS-handshake leaks too).
         results = await asyncio.gather(
             *(self._fetch_discovery(v) for v in versions), return_exceptions=True
         )
-        for result in results:
+        by_version: dict[str, Mapping[str, Any]] = {}
+        for version, result in zip(versions, results, strict=True):
             if isinstance(result, BaseException):
+                if version == "1.0" and isinstance(result, FetchError) and result.status == 404:
+                    self._log_v1_absent()
+                    continue
                 raise result
-        documents = cast("list[Mapping[str, Any]]", results)
-        by_version = dict(zip(versions, documents, strict=True))
+            by_version[version] = result
         v2 = by_version["2.0"]
         jwks_uri = _https_url(v2, "jwks_uri")
         keys = await self._fetch_keys(jwks_uri, previous)
         issuers = {
             version: _required_str(doc, "issuer")
             for version, doc in by_version.items()
-            if version in self._settings.accepted_token_versions
+            if version in self._settings.accepted_token_versions or self.policy is not None
         }
         by_kid, by_x5t = keys
         return TenantMetadata(
@@ -269,7 +288,14 @@ class MetadataCache:
             authorization_endpoint=_optional_str(v2, "authorization_endpoint"),
             token_endpoint=_optional_str(v2, "token_endpoint"),
             loaded_at=self._clock(),
+            tenant_id=issuer_tenant_id(_required_str(v2, "issuer")),
         )
+
+    def _log_v1_absent(self) -> None:
+        """Once per cache: the authority offers no v1 document (External ID)."""
+        if not self._v1_absent_logged:
+            self._v1_absent_logged = True
+            logger.info("the authority has no v1 discovery document (404): v2 tokens only")
 
     async def _fetch_discovery(self, version: str) -> Mapping[str, Any]:
         document = await self._timed_fetch(self.discovery_url(version), f"v{version[0]}")
@@ -325,7 +351,17 @@ def _with_keys(
         authorization_endpoint=previous.authorization_endpoint,
         token_endpoint=previous.token_endpoint,
         loaded_at=previous.loaded_at,  # a key refresh does not postpone the full refresh
+        tenant_id=previous.tenant_id,
     )
+
+
+def issuer_tenant_id(issuer: str) -> str | None:
+    """The first GUID path segment of an issuer (``https://x.ciamlogin.com/<tid>/v2.0``,
+    ``https://x.b2clogin.com/<tid>/v2.0/``), lower-cased; ``None`` when there is none."""
+    for segment in urlsplit(issuer).path.split("/"):
+        if GUID_RE.fullmatch(segment.lower()):
+            return segment.lower()
+    return None
 
 
 def _required_str(document: Mapping[str, Any], name: str) -> str:

@@ -10,13 +10,14 @@ the README "Codes" response (HTTP) or a 1008 close (WebSocket).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._auth import EntraAuth
+from ._authorities import AuthorityRouter
 from ._errors import AuthError
 from ._logging import loggable
 from ._validation import MAX_TOKEN_LENGTH, decode_json_segment
@@ -127,11 +128,22 @@ def log_rejection(scope: Scope, exc: AuthError, auth: EntraAuth | None) -> None:
 
 
 class EntraAuthMiddleware:
-    """``app.add_middleware(EntraAuthMiddleware, auth=auth)``."""
+    """``app.add_middleware(EntraAuthMiddleware, auth=auth)``, or ``auth=[a, b, ...]`` for
+    several authorities (README "Several authorities on one API"): the token's unverified
+    ``iss`` picks the ``EntraAuth`` that validates it, and the scope's ``AUTH_KEY`` is the
+    one that accepted it (the first one for refusals before that)."""
 
-    def __init__(self, app: ASGIApp, auth: EntraAuth, exclude_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        auth: EntraAuth | Sequence[EntraAuth],
+        exclude_paths: Iterable[str] = (),
+    ) -> None:
         self.app = app
-        self.auth = auth
+        self.router = AuthorityRouter((auth,) if isinstance(auth, EntraAuth) else tuple(auth))
+        #: The first ``EntraAuth`` (the only one, usually).
+        self.auth = self.router.primary
+        self._single = len(self.router.auths) == 1
         #: Whole-segment prefixes (a trailing ``/`` is ignored): see ``excluded_path``.
         self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
         # Start-up checks of the declared guards and RFC 9728 metadata (README "Step-up
@@ -139,7 +151,7 @@ class EntraAuthMiddleware:
         # import this one.
         from ._resource_metadata import ProtectedResource
 
-        self.resource = ProtectedResource(auth)
+        self.resource = ProtectedResource(self.router.auths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -158,7 +170,10 @@ class EntraAuthMiddleware:
         principal = None
         if token is not None:
             try:
-                principal = await self.auth.authenticate(token)
+                if self._single:
+                    principal = await self.auth.authenticate(token)
+                else:
+                    scope[AUTH_KEY], principal = await self.router.authenticate(token)
             except AuthError as exc:
                 # Without its traceback: the traceback holds this frame, which holds the
                 # scope, which holds the error: a reference cycle per refused request,
@@ -197,8 +212,11 @@ class EntraAuthMiddleware:
 
     async def reject(self, scope: Scope, send: Send, exc: AuthError) -> None:
         """Send the refusal: JSON + RFC 6750 headers, or a 1008 WebSocket close."""
-        self.auth.observer.rejected(exc.code)
-        log_rejection(scope, exc, self.auth)
+        auth = scope.get(AUTH_KEY)
+        if not isinstance(auth, EntraAuth):
+            auth = self.auth
+        auth.observer.rejected(exc.code)
+        log_rejection(scope, exc, auth)
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": exc.code})
             return

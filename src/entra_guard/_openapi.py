@@ -15,7 +15,7 @@ bearer scheme (paste a token into Swagger UI's *Authorize* dialog).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import fastapi.routing
@@ -48,7 +48,7 @@ def security_scheme(
     ``scopes`` maps full scope names to descriptions; ``authorization_url`` and
     ``token_url`` replace the tenant's endpoints (e.g. a dev sign-in served by the app).
     """
-    base = f"{settings.authority_host}/{settings.tenant_id}/oauth2/v2.0"
+    base = f"{settings.authority}/oauth2/v2.0"
     return {
         "type": "oauth2",
         "description": "Microsoft Entra ID sign-in (authorization code with PKCE)",
@@ -76,7 +76,7 @@ def route_guards(dependant: Dependant) -> list[Guard]:
 
 def setup_openapi(
     app: FastAPI,
-    auth: EntraAuth | EntraSettings,
+    auth: EntraAuth | EntraSettings | Sequence[EntraAuth],
     *,
     scopes: Mapping[str, str] | Iterable[str] = (),
     scheme_name: str = SCHEME_NAME,
@@ -90,6 +90,8 @@ def setup_openapi(
     ``authorization_url`` / ``token_url``: sign in elsewhere than the tenant
     (absolute, or a path of this app such as a dev-mode sign-in).
     """
+    if isinstance(auth, Sequence):
+        auth = auth[0]  # several authorities: Swagger UI signs in with the first one
     settings = auth.settings if isinstance(auth, EntraAuth) else auth
     prefix = scope_prefix(settings)
     extra: dict[str, str] = (

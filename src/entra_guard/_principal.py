@@ -67,6 +67,11 @@ class Principal:
     preferred_username: str | None
     is_guest: bool
     claims: Mapping[str, Any] = field(repr=False, compare=False)
+    #: The validated ``iss``: which authority accepted the token (README "Several
+    #: authorities on one API").
+    issuer: str | None = None
+    #: The Azure AD B2C user flow / custom policy (as configured); ``None`` outside B2C.
+    policy: str | None = None
     #: ``request.auth.scopes``: ``scp:<scope>`` and ``role:<app role>``, sorted; built
     #: once here rather than on every request (README "Use it in your API").
     auth_scopes: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -76,7 +81,17 @@ class Principal:
         object.__setattr__(self, "auth_scopes", tuple(sorted(names)))
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any], version: str) -> Principal:
+    def from_claims(
+        cls,
+        claims: Mapping[str, Any],
+        version: str,
+        *,
+        tenant_id: str | None = None,
+        issuer: str | None = None,
+        policy: str | None = None,
+    ) -> Principal:
+        """``tenant_id``: the validated tenant when the token has no ``tid`` (B2C); with
+        a ``policy`` (B2C), a token without ``oid`` is keyed by its ``sub``."""
         scp = _str(claims, "scp")
         claim_names = claims.get("_claim_names")
         overage = (isinstance(claim_names, dict) and "groups" in claim_names) or bool(
@@ -84,8 +99,9 @@ class Principal:
         )
         idp, iss = _str(claims, "idp"), _str(claims, "iss")
         return cls(
-            tenant_id=_lower(str(claims["tid"])),
-            object_id=_guid(claims, "oid"),
+            tenant_id=_lower(tenant_id if tenant_id is not None else str(claims["tid"])),
+            object_id=_guid(claims, "oid")
+            or (_guid(claims, "sub") if policy is not None else None),
             subject=_str(claims, "sub"),
             app_id=_str(claims, "azp") or _str(claims, "appid"),
             is_app_only=claims.get("idtyp") == "app" or "scp" not in claims,
@@ -97,8 +113,11 @@ class Principal:
             token_version=version,
             name=_str(claims, "name"),
             preferred_username=_str(claims, "preferred_username") or _str(claims, "upn"),
-            is_guest=claims.get("acct") == 1 or (idp is not None and idp != iss),
+            # B2C's idp names the social/federated provider of a customer, not a guest.
+            is_guest=claims.get("acct") == 1 or (policy is None and idp is not None and idp != iss),
             claims=MappingProxyType(dict(claims)),
+            issuer=iss if issuer is None else issuer,
+            policy=policy,
         )
 
     # Starlette ``BaseUser`` protocol, so ``request.user`` works as usual.
@@ -132,4 +151,6 @@ class Principal:
             "name": self.name,
             "preferred_username": self.preferred_username,
             "is_guest": self.is_guest,
+            "issuer": self.issuer,
+            "policy": self.policy,
         }

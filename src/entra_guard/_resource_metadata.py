@@ -116,7 +116,7 @@ async def authorization_server(auth: EntraAuth) -> str:
         issuer = None
     if isinstance(issuer, str) and "{" not in issuer:
         return issuer
-    return f"{settings.authority_host}/{settings.tenant_id}/v2.0"
+    return f"{settings.authority}/v2.0"
 
 
 class ProtectedResource:

@@ -25,6 +25,13 @@ GUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 MULTI_TENANT_IDS = frozenset({"organizations", "common"})
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
 TOKEN_VERSIONS = frozenset({"1.0", "2.0"})
+#: A tenant's domain name (``contoso.onmicrosoft.com``, ``login.contoso.com``): lower-case
+#: DNS labels, at least two of them (README "Customer identities: External ID and B2C").
+DOMAIN_RE = re.compile(
+    r"\A(?=.{4,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?\Z"
+)
+#: A B2C user flow or custom policy id (it becomes a URL path segment).
+B2C_POLICY_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,100}\Z")
 
 StrList = Annotated[list[str], NoDecode]
 
@@ -143,7 +150,9 @@ class EntraSettings(SettingsBase):
 
     model_config = SettingsConfigDict(env_prefix="ENTRA_", extra="ignore", frozen=True)
 
-    tenant_id: str = Field(description="Tenant GUID, or `organizations`/`common` (multi-tenant).")
+    tenant_id: str = Field(
+        description="Tenant GUID or domain name, or `organizations`/`common` (multi-tenant)."
+    )
     client_id: str = Field(description="Application (client) ID of the API's app registration.")
     audiences: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
@@ -211,6 +220,11 @@ class EntraSettings(SettingsBase):
     resource_uri: str | None = Field(
         default=None, description="RFC 9728 `resource`; default `api://{client_id}`."
     )
+    b2c_policies: StrList = Field(
+        default_factory=list,
+        description="Azure AD B2C user flows / custom policies (case-insensitive); "
+        "set for a B2C API.",
+    )
     log_pii: bool = Field(default=False, description="Allow names/UPNs in log lines.")
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
@@ -251,7 +265,12 @@ class EntraSettings(SettingsBase):
     )
 
     @field_validator(
-        "audiences", "allowed_tenants", "allowed_client_apps", "accepted_algorithms", mode="before"
+        "audiences",
+        "allowed_tenants",
+        "allowed_client_apps",
+        "accepted_algorithms",
+        "b2c_policies",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: Any) -> Any:
@@ -278,12 +297,30 @@ class EntraSettings(SettingsBase):
     @classmethod
     def _tenant(cls, value: str) -> str:
         tenant = value.strip().lower()
-        if tenant in MULTI_TENANT_IDS or GUID_RE.fullmatch(tenant):
+        if tenant in MULTI_TENANT_IDS or GUID_RE.fullmatch(tenant) or DOMAIN_RE.fullmatch(tenant):
             return tenant
         raise ValueError(
-            "ENTRA_TENANT_ID must be the tenant GUID, or 'organizations'/'common' for a "
+            "ENTRA_TENANT_ID must be the tenant GUID or its domain name "
+            "(contoso.onmicrosoft.com), or 'organizations'/'common' for a "
             f"multi-tenant API, got {value!r}"
         )
+
+    @field_validator("b2c_policies")
+    @classmethod
+    def _b2c_policies(cls, value: list[str]) -> list[str]:
+        policies = [p.strip() for p in value]
+        bad = [p for p in policies if not B2C_POLICY_RE.fullmatch(p)]
+        if bad:
+            raise ValueError(
+                "ENTRA_B2C_POLICIES must be user flow or custom policy ids (letters, digits, "
+                f"'_', '-', '.'), got {bad!r}"
+            )
+        lowered = [p.lower() for p in policies]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError(
+                f"ENTRA_B2C_POLICIES lists a policy twice (names are case-insensitive): {value!r}"
+            )
+        return policies
 
     @field_validator("client_id")
     @classmethod
@@ -388,8 +425,30 @@ class EntraSettings(SettingsBase):
                 "ENTRA_ALLOWED_TENANTS only applies to a multi-tenant ENTRA_TENANT_ID "
                 "('organizations' or 'common')"
             )
+        if self.b2c_policies and self.multi_tenant:
+            raise ValueError(
+                "ENTRA_B2C_POLICIES needs the B2C tenant in ENTRA_TENANT_ID (its GUID or "
+                f"<name>.onmicrosoft.com), not {self.tenant_id!r}"
+            )
         return self
 
     @property
     def multi_tenant(self) -> bool:
         return self.tenant_id in MULTI_TENANT_IDS
+
+    @property
+    def tenant_is_domain(self) -> bool:
+        """``ENTRA_TENANT_ID`` is a domain name: the tenant GUID then comes from the
+        issuer in the metadata (README "Customer identities: External ID and B2C")."""
+        return DOMAIN_RE.fullmatch(self.tenant_id) is not None
+
+    @property
+    def authority(self) -> str:
+        """``{host}/{tenant}``, and ``/{first policy}`` for B2C (sign-in URLs' base)."""
+        base = f"{self.authority_host}/{self.tenant_id}"
+        return f"{base}/{self.b2c_policies[0]}" if self.b2c_policies else base
+
+    @property
+    def is_b2c(self) -> bool:
+        """``ENTRA_B2C_POLICIES`` is set: metadata and keys per policy."""
+        return bool(self.b2c_policies)

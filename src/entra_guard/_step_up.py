@@ -75,7 +75,7 @@ def authorize_endpoint(auth: EntraAuth) -> str:
             parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname))
         ):
             return endpoint
-    return f"{settings.authority_host}/{settings.tenant_id}/oauth2/v2.0/authorize"
+    return f"{settings.authority}/oauth2/v2.0/authorize"
 
 
 class AuthContextGuard(Guard):

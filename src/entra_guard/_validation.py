@@ -9,7 +9,10 @@ The rules share a small ``Context``: ``format`` decodes all three segments
 strictly (the payload is decoded but not trusted), ``key`` picks the signing
 key, ``signature`` verifies it and only then copies the payload into
 ``claims``, which every later rule reads. No claim is used for any decision or
-look-up before the signature holds.
+look-up before the signature holds, but one: a B2C token's ``tfp``/``acr`` picks
+which *configured* policy's keys check it (``policy``), and ``policy_match``
+confirms it once the signature holds (README "Customer identities: External ID
+and B2C").
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._b2c import PolicyMetadata, token_policy
 from ._crypto import NonCanonicalBase64, SigningKey, b64url_decode
 from ._errors import AuthError, ErrorCode
 from ._metadata import MetadataCache, TenantMetadata
@@ -44,13 +48,17 @@ class Context:
         "claims",
         "expires_at",
         "header",
+        "issuer",
         "key",
         "kid",
         "metadata",
         "now",
         "payload",
+        "policy",
         "signature",
         "signing_input",
+        "source",
+        "tenant_id",
         "token",
         "version",
         "x5t",
@@ -71,6 +79,13 @@ class Context:
         self.claims: dict[str, Any] | None = None
         self.expires_at = 0.0
         self.version = ""
+        #: The metadata the key is looked up in: the tenant's, or the B2C policy's.
+        self.source: MetadataCache | None = None
+        #: The configured B2C policy the token names (``None`` outside B2C).
+        self.policy: str | None = None
+        #: Set by ``issuer``: the tenant GUID (``tid``, or the issuer's for B2C) and ``iss``.
+        self.tenant_id: str | None = None
+        self.issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,11 @@ class ValidatedToken:
     key: SigningKey
     #: ``exp`` as a Unix timestamp.
     expires_at: float
+    #: The tenant GUID (the ``tid`` claim, or the issuer's when B2C leaves it out).
+    tenant_id: str
+    issuer: str
+    #: The B2C policy (as configured), ``None`` outside B2C.
+    policy: str | None = None
 
 
 def _malformed(detail: str, reason: str) -> AuthError:
@@ -190,8 +210,10 @@ def rule_format(v: TokenValidator, ctx: Context) -> None:
         raise _malformed("The token header's 'kid'/'x5t' must be strings", "kid_type")
     ctx.header, ctx.kid, ctx.x5t = header, kid, x5t
     # Decoded now so that a broken payload is malformed whatever the header names; it is
-    # not trusted (nor read) before the signature rule.
-    ctx.payload = decode_json_segment(payload_segment, "payload")
+    # not trusted (nor read) before the signature rule. Already set: the several-authorities
+    # router decoded this very segment with the same function (``validate(payload=...)``).
+    if ctx.payload is None:
+        ctx.payload = decode_json_segment(payload_segment, "payload")
     try:
         ctx.signature = b64url_decode(signature_segment)
     except NonCanonicalBase64 as exc:
@@ -216,14 +238,35 @@ def rule_algorithm(v: TokenValidator, ctx: Context) -> None:
     ctx.alg = alg
 
 
+def rule_policy(v: TokenValidator, ctx: Context) -> None:
+    """Where the keys come from: the tenant's metadata, or (B2C) the metadata of the
+    configured policy the *unverified* ``tfp``/``acr`` names. Routing only, like the
+    several-authorities ``iss``: a policy that is not configured is refused, never
+    fetched (README "Customer identities: External ID and B2C")."""
+    if v.policies is None:
+        ctx.source = v.metadata
+        return
+    cache = v.policies.get(token_policy(ctx.payload or {}))
+    if cache is None:
+        raise AuthError(
+            "invalid_issuer",
+            "The token's policy ('tfp'/'acr') is not one of this API's B2C policies",
+            reason="policy",
+        )
+    ctx.source, ctx.policy = cache, cache.policy
+
+
 async def rule_key(v: TokenValidator, ctx: Context) -> None:
-    """The signing key named by ``kid`` (or ``x5t``) among the tenant's published keys."""
+    """The signing key named by ``kid`` (or ``x5t``) among the tenant's (or the B2C
+    policy's) published keys."""
     if ctx.kid is None and ctx.x5t is None:
         raise AuthError(
             "unknown_key", "The token header names no signing key ('kid')", reason="no_kid"
         )
-    ctx.key = await v.metadata.signing_key(ctx.kid, ctx.x5t)
-    ctx.metadata = v.metadata.current
+    source = ctx.source
+    assert source is not None
+    ctx.key = await source.signing_key(ctx.kid, ctx.x5t)
+    ctx.metadata = source.current
 
 
 def rule_signature(v: TokenValidator, ctx: Context) -> None:
@@ -272,11 +315,13 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
     iss, tid = claims.get("iss"), claims.get("tid")
     if not isinstance(iss, str) or not iss:
         raise AuthError("invalid_issuer", "The token has no 'iss' claim", reason="no_iss")
+    if tid is None and settings.is_b2c:
+        tid = metadata.tenant_id  # B2C tokens may lack tid: the issuer names the tenant
     if not isinstance(tid, str) or not GUID_RE.fullmatch(tid):
         raise AuthError(
             "invalid_issuer", "The token's 'tid' claim is missing or not a GUID", reason="tid"
         )
-    if not settings.multi_tenant and tid != settings.tenant_id:
+    if not settings.multi_tenant and tid != expected_tenant(settings, metadata):
         raise AuthError(
             "invalid_issuer", "The token was issued for another tenant", reason="other_tenant"
         )
@@ -293,7 +338,8 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
             "invalid_issuer", "The token's issuer is not this API's tenant issuer", reason="iss"
         )
     ver = claims.get("ver")
-    if ver is not None and ver != version:
+    # B2C access tokens say "1.0" although they come from the v2 endpoints.
+    if ver is not None and ver != version and not (settings.is_b2c and ver == "1.0"):
         raise AuthError(
             "invalid_issuer", "The token's 'ver' does not match its issuer", reason="ver"
         )
@@ -308,7 +354,29 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
                 "The signing key is not valid for the token's tenant",
                 reason="key_tenant",
             )
-    ctx.version = version
+    ctx.version, ctx.tenant_id, ctx.issuer = version, tid, iss
+
+
+def expected_tenant(settings: EntraSettings, metadata: TenantMetadata) -> str | None:
+    """The single tenant's GUID: the setting, or (a domain name was configured) the GUID
+    in the issuer of the metadata."""
+    return metadata.tenant_id if settings.tenant_is_domain else settings.tenant_id
+
+
+def rule_policy_match(v: TokenValidator, ctx: Context) -> None:
+    """B2C, once the signature holds: the ``tfp``/``acr`` names a configured policy, the
+    very one whose keys verified the token."""
+    assert ctx.claims is not None
+    if v.policies is None:
+        return
+    named = token_policy(ctx.claims)
+    cache = v.policies.get(named)
+    if cache is None or cache is not ctx.source:
+        raise AuthError(
+            "invalid_issuer",
+            "The token's policy ('tfp'/'acr') is not the B2C policy whose keys signed it",
+            reason="policy",
+        )
 
 
 def rule_audience(v: TokenValidator, ctx: Context) -> None:
@@ -337,7 +405,8 @@ def rule_scopes_or_roles(v: TokenValidator, ctx: Context) -> None:
 
 def rule_allowed_tenant(v: TokenValidator, ctx: Context) -> None:
     assert ctx.claims is not None
-    if v.allowed_tenants and ctx.claims.get("tid") not in v.allowed_tenants:
+    tid = ctx.tenant_id or ctx.claims.get("tid")
+    if v.allowed_tenants and tid not in v.allowed_tenants:
         raise AuthError("tenant_not_allowed", "The caller's tenant is not allowed to use this API")
 
 
@@ -381,7 +450,14 @@ _CLAIMS = ("claims",)
 RULES: tuple[Rule, ...] = (
     Rule("format", ("malformed_token",), rule_format),
     Rule("algorithm", ("unsupported_algorithm",), rule_algorithm, needs=("header",)),
-    Rule("key", ("unknown_key", "idp_unavailable"), rule_key, is_async=True, needs=("header",)),
+    Rule("policy", ("invalid_issuer",), rule_policy, needs=("header",)),
+    Rule(
+        "key",
+        ("unknown_key", "idp_unavailable"),
+        rule_key,
+        is_async=True,
+        needs=("header", "source"),
+    ),
     Rule("signature", ("invalid_signature",), rule_signature, needs=("alg", "key", "payload")),
     Rule(
         "lifetime",
@@ -390,6 +466,7 @@ RULES: tuple[Rule, ...] = (
         needs=_CLAIMS,
     ),
     Rule("issuer", ("invalid_issuer",), rule_issuer, needs=("claims", "metadata")),
+    Rule("policy_match", ("invalid_issuer",), rule_policy_match, needs=_CLAIMS),
     Rule("audience", ("invalid_audience",), rule_audience, needs=_CLAIMS),
     Rule(
         "scopes_or_roles",
@@ -413,9 +490,12 @@ class TokenValidator:
         metadata: MetadataCache,
         *,
         clock: Callable[[], float] | None = None,
+        policies: PolicyMetadata | None = None,
     ) -> None:
         self.settings = settings
         self.metadata = metadata
+        #: B2C: the metadata of each configured policy (``None`` outside B2C).
+        self.policies = policies
         #: None: ``time.time()`` read at each call (so freezegun & co. move it).
         self.clock = clock
         self.clock_skew = settings.clock_skew
@@ -440,15 +520,27 @@ class TokenValidator:
     def now(self) -> float:
         return time.time() if self.clock is None else self.clock()
 
-    async def validate(self, token: str, now: float | None = None) -> ValidatedToken:
-        """Every rule, in order; ``now`` defaults to the clock read at this call."""
+    async def validate(
+        self, token: str, now: float | None = None, *, payload: dict[str, Any] | None = None
+    ) -> ValidatedToken:
+        """Every rule, in order; ``now`` defaults to the clock read at this call.
+        ``payload``: ``decode_json_segment`` of the token's payload segment, when the
+        caller decoded it already (the router); never anything else."""
         ctx = Context(token, self.now() if now is None else now)
+        ctx.payload = payload
         for check, is_async in self._steps:
             if is_async:
                 await check(self, ctx)  # type: ignore[misc]
             else:
                 check(self, ctx)
         assert ctx.claims is not None and ctx.key is not None
+        assert ctx.tenant_id is not None and ctx.issuer is not None
         return ValidatedToken(
-            claims=ctx.claims, version=ctx.version, key=ctx.key, expires_at=ctx.expires_at
+            claims=ctx.claims,
+            version=ctx.version,
+            key=ctx.key,
+            expires_at=ctx.expires_at,
+            tenant_id=ctx.tenant_id,
+            issuer=ctx.issuer,
+            policy=ctx.policy,
         )

@@ -111,6 +111,13 @@ def hint_for(error: AuthError, report: Report, settings: EntraSettings) -> str:
             f"is off by more than ENTRA_CLOCK_SKEW ({settings.clock_skew}s)"
         )
     if code == "invalid_issuer":
+        if reason == "policy":
+            return _policy_hint(claims, settings)
+        if reason == "unknown_authority":
+            return (
+                f"iss={claims.get('iss')!r} is none of this API's authorities: add an "
+                "EntraAuth for it to EntraAuthMiddleware(auth=[...]), or sign in with one of them"
+            )
         return _issuer_hint(claims, settings, report)
     if code == "invalid_audience":
         accepted = ", ".join(settings.audiences or ())
@@ -161,14 +168,31 @@ def _cloud_hint(claims: Mapping[str, Any], report: Report) -> str | None:
     )
 
 
+def _policy_hint(claims: Mapping[str, Any], settings: EntraSettings) -> str:
+    """B2C: the token's ``tfp``/``acr`` is not a configured policy (or not its signer's)."""
+    named = claims.get("tfp", claims.get("acr"))
+    configured = ", ".join(settings.b2c_policies)
+    if not isinstance(named, str):
+        return f"the token names no B2C policy ('tfp'/'acr'); ENTRA_B2C_POLICIES is {configured}"
+    return (
+        f"the token's B2C policy {named!r} is not in ENTRA_B2C_POLICIES ({configured}): add "
+        "the user flow, or sign in through one of the configured ones"
+    )
+
+
 def _issuer_hint(claims: Mapping[str, Any], settings: EntraSettings, report: Report) -> str:
     iss, tid, ver = claims.get("iss"), claims.get("tid"), claims.get("ver")
     accepted = settings.accepted_token_versions
     if tid == MSA_TENANT_ID:
         return "a personal Microsoft account token (consumers tenant): not accepted by this API"
+    if tid is None and settings.is_b2c:
+        return _cloud_hint(claims, report) or (
+            "the iss claim does not match the B2C policy's metadata issuer: check "
+            "ENTRA_AUTHORITY_HOST and ENTRA_TENANT_ID (the token's tenant and b2clogin host)"
+        )
     if not isinstance(tid, str):
         return "the token has no usable 'tid': not an Entra ID work/school access token"
-    if not settings.multi_tenant and tid != settings.tenant_id:
+    if not settings.multi_tenant and not settings.tenant_is_domain and tid != settings.tenant_id:
         return (
             f"issued by tenant {tid}, but ENTRA_TENANT_ID is {settings.tenant_id}: sign in to "
             "the right tenant, or make the API multi-tenant (ENTRA_TENANT_ID=organizations "

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from .._b2c import PolicyMetadata, token_policy
 from .._errors import AuthError
 from .._http import build_client
 from .._metadata import MetadataCache, TenantMetadata
@@ -56,6 +57,7 @@ def settings_summary(settings: EntraSettings) -> dict[str, Any]:
         "accepted_token_versions": list(settings.accepted_token_versions),
         "clock_skew": settings.clock_skew,
         "allow_acl_tokens": settings.allow_acl_tokens,
+        "b2c_policies": list(settings.b2c_policies),
     }
 
 
@@ -71,6 +73,20 @@ def _format(v: TokenValidator, ctx: Context) -> Explained:
 def _algorithm(v: TokenValidator, ctx: Context) -> Explained:
     alg = (ctx.header or {}).get("alg")
     return f"{ctx.alg} is accepted", list(v.algorithms), alg
+
+
+def _policy(v: TokenValidator, ctx: Context) -> Explained:
+    if v.policies is None:
+        return "not a B2C API: the tenant's keys", None, None
+    got = token_policy(ctx.payload or {})
+    return f"B2C policy {ctx.policy}: its keys", list(v.settings.b2c_policies), got
+
+
+def _policy_match(v: TokenValidator, ctx: Context) -> Explained:
+    if v.policies is None:
+        return "not a B2C API", None, None
+    got = token_policy(ctx.claims or {})
+    return "names the policy whose keys verified it", ctx.policy, got
 
 
 def _key(v: TokenValidator, ctx: Context) -> Explained:
@@ -126,10 +142,12 @@ def _allowed_client_app(v: TokenValidator, ctx: Context) -> Explained:
 EXPLAIN: Mapping[str, Callable[[TokenValidator, Context], Explained]] = {
     "format": _format,
     "algorithm": _algorithm,
+    "policy": _policy,
     "key": _key,
     "signature": _signature,
     "lifetime": _lifetime,
     "issuer": _issuer,
+    "policy_match": _policy_match,
     "audience": _audience,
     "scopes_or_roles": _scopes_or_roles,
     "allowed_tenant": _allowed_tenant,
@@ -140,6 +158,7 @@ EXPLAIN: Mapping[str, Callable[[TokenValidator, Context], Explained]] = {
 _NOT_EVALUATED = {
     "header": "not evaluated: the token could not be parsed",
     "alg": "not evaluated: the algorithm is not accepted",
+    "source": "not evaluated: the token names no configured B2C policy",
     "key": "not evaluated: no signing key",
     "payload": "not evaluated: the payload could not be decoded",
     "claims": "not evaluated: the payload could not be decoded",
@@ -161,8 +180,9 @@ async def inspect_token(
     report = Report(settings=settings_summary(settings))
     report.header, report.claims = _try_decode(segments, 0), _try_decode(segments, 1)
     client = http_client if http_client is not None else build_client(settings)
-    cache = MetadataCache(settings, client)
-    validator = TokenValidator(settings, cache, clock=lambda: now)
+    policies = PolicyMetadata(settings, client) if settings.is_b2c else None
+    cache = policies.primary if policies is not None else MetadataCache(settings, client)
+    validator = TokenValidator(settings, cache, clock=lambda: now, policies=policies)
     ctx = Context(token, now)
     try:
         for rule in RULES:
@@ -186,15 +206,16 @@ async def inspect_token(
                 if rule.name == "signature" and report.failure is None:
                     report.claims_trusted = True
             if rule.name == "key" and ctx.metadata is None:
-                ctx.metadata = await _load_metadata(cache)
+                ctx.metadata = await _load_metadata(ctx.source or cache)
                 check.expected = EXPLAIN["key"](validator, ctx)[1]
         report.metadata = {
-            "discovery_url": cache.discovery_url("2.0"),
+            "discovery_url": (ctx.source or cache).discovery_url("2.0"),
             "jwks_uri": ctx.metadata.jwks_uri if ctx.metadata else None,
             "issuers": dict(ctx.metadata.issuers) if ctx.metadata else {},
         }
     finally:
-        await cache.aclose()
+        for each in policies if policies is not None else (cache,):
+            await each.aclose()
         if http_client is None:
             await client.aclose()
     if report.claims_trusted and ctx.claims is not None:

@@ -13,6 +13,7 @@ Needs the ``testing`` extra (``pip install entra-guard[testing]``).
 """
 
 from ._authorize import AuthorizationServer, SignInUser
+from ._customers import FakeB2C, FakeExternalID
 from ._graph import FakeGraph
 from ._idp import (
     DEFAULT_CLIENT_APP_ID,
@@ -34,7 +35,9 @@ __all__ = [
     "V1_ISSUER",
     "V2_ISSUER",
     "AuthorizationServer",
+    "FakeB2C",
     "FakeEntraID",
+    "FakeExternalID",
     "FakeGraph",
     "FakeKey",
     "LiveServer",
