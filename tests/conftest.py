@@ -9,11 +9,12 @@ other file, and any test marked ``over_sockets``, gets real servers on 127.0.0.1
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -25,6 +26,8 @@ from sample_app.app import create_app
 
 from . import _inprocess
 from ._inprocess import InProcessNetwork, entra_client_for
+
+T = TypeVar("T")
 
 pytest_plugins = ["entra_guard.testing.pytest_plugin"]
 
@@ -278,3 +281,17 @@ def graph_settings(
 def groups_api(start_api: ApiFactory, graph_settings: EntraSettings) -> str:
     """A fresh sample API (empty group cache) whose /finance needs ``FINANCE_GROUP``."""
     return start_api(graph_settings, finance_group_id=FINANCE_GROUP)
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` from a sync test on a loop of its own, closed after.
+
+    Not ``asyncio.run``: that ends with ``set_event_loop(None)``, which orphans the loop
+    pytest-asyncio set as current; with older pytest releases its unclosed sockets then
+    fail whichever test the garbage collector happens to run in (``make test-min``).
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -29,7 +28,7 @@ from entra_guard._validation import decode_json_segment
 from entra_guard.testing import FakeB2C, FakeEntraID, FakeExternalID, LiveServer
 
 from ._customer_apps import api_client, authority, bearer, customer_app
-from .conftest import assert_refused
+from .conftest import assert_refused, run_coroutine
 
 WORKFORCE = "http://login.workforce.localhost"
 B2C = "http://contoso.b2clogin.localhost"
@@ -296,5 +295,5 @@ def test_websocket_with_several_authorities(fakes: dict[str, Any]) -> None:
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "unknown_key")
     finally:
         for auth in auths:
-            asyncio.run(auth.aclose())
-            asyncio.run(auth.http.aclose())
+            run_coroutine(auth.aclose())
+            run_coroutine(auth.http.aclose())

@@ -182,7 +182,7 @@ async def test_an_unregistered_certificate_is_refused_by_the_fake(pem_file: Path
         await close()
 
 
-def test_the_fake_refuses_a_replayed_or_foreign_assertion(pem_file: Path) -> None:
+async def test_the_fake_refuses_a_replayed_or_foreign_assertion(pem_file: Path) -> None:
     import httpx
 
     idp = FakeEntraID()
@@ -196,12 +196,10 @@ def test_the_fake_refuses_a_replayed_or_foreign_assertion(pem_file: Path) -> Non
             form = {"grant_type": "client_credentials", "scope": f"{GRAPH}/.default", **fields}
             return (await client.post(endpoint, data=form)).status_code
 
-    import asyncio
-
     fields = credential.form_fields(endpoint)
-    assert asyncio.run(post(fields)) == 200
-    assert asyncio.run(post(fields)) == 401  # same jti
-    assert asyncio.run(post(credential.form_fields("http://elsewhere/token"))) == 401
+    assert await post(fields) == 200
+    assert await post(fields) == 401  # same jti
+    assert await post(credential.form_fields("http://elsewhere/token")) == 401
     assert idp.client_refusals == ["AADSTS7000215", "AADSTS700212"]
 
 

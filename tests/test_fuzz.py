@@ -3,7 +3,6 @@ and malformed requests against the sample app, all in process."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 
@@ -11,12 +10,13 @@ import httpx
 
 from entra_guard.testing import FakeEntraID
 from sample_app.app import create_app
+from tests.conftest import run_coroutine
 from tests.fuzz import IDP_URL, fuzz
 
 
 def test_fuzz_slice_of_2000_tokens() -> None:
     started = time.perf_counter()
-    result = asyncio.run(fuzz(2000, seed=int(time.time()) % 1000))
+    result = run_coroutine(fuzz(2000, seed=int(time.time()) % 1000))
     print(result.line())
     assert result.tried == 2000
     assert result.crashes == [], result.crashes[:5]
@@ -98,4 +98,4 @@ async def _http_fuzz() -> list[str]:
 
 
 def test_http_fuzz_against_the_sample_app_no_5xx() -> None:
-    assert asyncio.run(_http_fuzz()) == []
+    assert run_coroutine(_http_fuzz()) == []

@@ -25,7 +25,14 @@ from entra_guard import (
 from entra_guard.testing import FakeEntraID, FakeGraph, LiveServer
 
 from ._inprocess import entra_client_for, transport_for
-from .conftest import FINANCE_GROUP, ApiFactory, assert_refused, bearer, protected_app
+from .conftest import (
+    FINANCE_GROUP,
+    ApiFactory,
+    assert_refused,
+    bearer,
+    protected_app,
+    run_coroutine,
+)
 
 pytestmark = pytest.mark.in_process
 
@@ -302,7 +309,7 @@ def test_concurrent_requests_share_one_graph_lookup(
             )
         return [r.status_code for r in responses]
 
-    statuses = asyncio.run(burst())
+    statuses = run_coroutine(burst())
     assert statuses == [200] * 200
     assert fake_graph.membership_lookups == 1
     assert sum(fake_graph.hits.values()) == 1

@@ -3,7 +3,6 @@ middleware's answers all come from ``_validation.RULES``."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from entra_guard._errors import STATUS_BY_CODE
 from entra_guard._inspect import CHECK_NAMES, inspect_token
 from entra_guard._validation import RULE_NAMES, RULES
 from entra_guard.testing import FakeEntraID
+from tests.conftest import run_coroutine
 from tests.fuzz import IDP_URL, Mutator, _bases, in_process_auth
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -71,7 +71,7 @@ async def _agreement(count: int) -> list[str]:
 
 
 def test_inspector_and_validator_never_disagree() -> None:
-    assert asyncio.run(_agreement(300)) == []
+    assert run_coroutine(_agreement(300)) == []
 
 
 def test_the_inspector_uses_reasons_for_hints() -> None:
@@ -87,7 +87,7 @@ def test_the_inspector_uses_reasons_for_hints() -> None:
             big = await inspect_token(idp.token(pad="x" * 17000), settings, http_client=client)
         return no_kid.hint, big.hint
 
-    no_kid, big = asyncio.run(run())
+    no_kid, big = run_coroutine(run())
     assert no_kid is not None and "names no key" in no_kid
     assert big is not None and "16 KiB" in big
 
@@ -106,7 +106,7 @@ def test_inspect_explains_client_not_allowed() -> None:
             report = await inspect_token(token, settings, http_client=client)
         return report.to_json()
 
-    doc = json.loads(json.dumps(asyncio.run(run()), default=str))
+    doc = json.loads(json.dumps(run_coroutine(run()), default=str))
     assert doc["code"] == "client_not_allowed" and doc["status"] == 403
     assert "ENTRA_ALLOWED_CLIENT_APPS" in doc["hint"]
     check = next(c for c in doc["checks"] if c["name"] == "allowed_client_app")
