@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,39 @@ FINANCE = "7d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 WORKERS = 4
 
 
+@contextmanager
+def sample_app_workers(env: dict[str, str], cwd: Path) -> Iterator[str]:
+    """``uvicorn sample_app.main:app --workers 4`` with ``env`` (on top of a clean
+    environment); yields its URL once ``/health`` answers, stops it by PID after."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA_", "SAMPLE_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "sample_app.main:app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(WORKERS)],
+        cwd=cwd, env=clean | env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "uvicorn --workers 4 exited"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the workers did not start")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[tuple[str, FakeEntraID, FakeGraph, RedisServer]]:
     idp = FakeEntraID()
@@ -40,9 +74,7 @@ def fleet() -> Iterator[tuple[str, FakeEntraID, FakeGraph, RedisServer]]:
         LiveServer(idp.app) as idp_server,
         LiveServer(graph.app) as graph_server,
     ):
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA_", "SAMPLE_"))}
-        env |= {
+        env = {
             "ENTRA_TENANT_ID": idp.tenant_id,
             "ENTRA_CLIENT_ID": idp.client_id,
             "ENTRA_AUTHORITY_HOST": idp_server.url,
@@ -55,44 +87,8 @@ def fleet() -> Iterator[tuple[str, FakeEntraID, FakeGraph, RedisServer]]:
             "ENTRA_CACHE_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
             "SAMPLE_FINANCE_GROUP_ID": FINANCE,
         }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "sample_app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(WORKERS),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                assert process.poll() is None, "uvicorn --workers 4 exited"
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            else:
-                raise AssertionError("the fleet did not start")
+        with sample_app_workers(env, ROOT) as url:
             yield url, idp, graph, redis
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def test_one_graph_lookup_per_user_across_four_workers(
@@ -136,43 +132,14 @@ def test_shared_entries_hold_no_token(
 def test_dev_mode_with_four_workers_accepts_a_token_from_any_worker(tmp_path: Path) -> None:
     """``make run WORKERS=4``: every worker signs with the key in ``.dev/`` and reads the
     overage memberships registered there, whichever worker minted the token."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTRA_", "SAMPLE_"))}
-    env |= {
+    env = {
         "ENTRA_DEV_MODE": "1",
         "ENTRA_TENANT_ID": "11111111-1111-1111-1111-111111111111",
         "ENTRA_CLIENT_ID": "22222222-2222-2222-2222-222222222222",
         "SAMPLE_FINANCE_GROUP_ID": FINANCE,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "sample_app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(WORKERS),
-        ],
-        cwd=tmp_path,  # .dev/ is made here
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "uvicorn --workers 4 exited"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with sample_app_workers(env, tmp_path) as url:  # .dev/ is made in tmp_path
         tokens = []
         for _ in range(8):  # new connections: minted by several workers
             minted = httpx.post(
@@ -190,13 +157,6 @@ def test_dev_mode_with_four_workers_accepts_a_token_from_any_worker(tmp_path: Pa
         with ThreadPoolExecutor(max_workers=16) as pool:
             assert set(pool.map(call, tokens * 8)) == {200}
         assert (tmp_path / ".dev" / "dev-signing-key.pem").exists()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_redis_killed_mid_load_costs_no_request(
