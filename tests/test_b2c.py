@@ -240,3 +240,21 @@ async def test_swagger_ui_sign_in_names_the_first_policy(b2c: FakeB2C) -> None:
     base = f"{B2C}/{b2c.domain}/{SIGN_UP}/oauth2/v2.0"
     assert flows["authorizationCode"]["authorizationUrl"] == f"{base}/authorize"
     assert flows["authorizationCode"]["tokenUrl"] == f"{base}/token"
+
+
+async def test_swagger_ui_sign_in_uses_the_endpoints_the_metadata_publishes(b2c: FakeB2C) -> None:
+    """Once the policy's metadata is loaded, Swagger UI signs in at the endpoints it lists."""
+    from entra_guard import setup_openapi
+
+    async with authority(b2c, B2C, **configured(b2c)) as auth:
+        assert await auth.warm_up()
+        current = auth.metadata.current
+        assert current is not None and current.authorization_endpoint
+        app = customer_app(auth)
+        setup_openapi(app, auth)
+        async with api_client(app) as client:
+            schema = (await client.get("/openapi.json")).json()
+    flows = next(iter(schema["components"]["securitySchemes"].values()))["flows"]
+    assert flows["authorizationCode"]["authorizationUrl"] == current.authorization_endpoint
+    assert flows["authorizationCode"]["tokenUrl"] == current.token_endpoint
+    assert SIGN_UP.lower() in current.authorization_endpoint.lower()

@@ -110,12 +110,26 @@ def setup_openapi(
         schema = generate()
         if patched and patched[0] == id(schema):
             return schema
-        scheme = {"authorization_url": authorization_url, "token_url": token_url}
+        published = _published_endpoints(auth)
+        scheme = {
+            "authorization_url": authorization_url or published[0],
+            "token_url": token_url or published[1],
+        }
         _patch(schema, app, prefix, extra, settings, scheme_name, scheme)
         patched[:] = [id(schema)]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _published_endpoints(auth: EntraAuth | EntraSettings) -> tuple[str | None, str | None]:
+    """The authorize and token endpoints the authority's metadata publishes, once loaded
+    (External ID custom domains, B2C user flows); None where it is not loaded yet, and the
+    endpoints are then built from the settings."""
+    current = auth.metadata.current if isinstance(auth, EntraAuth) else None
+    if current is None or not current.authorization_endpoint or not current.token_endpoint:
+        return None, None
+    return current.authorization_endpoint, current.token_endpoint
 
 
 def _api_routes(app: FastAPI) -> Iterator[tuple[Any, APIRoute]]:
