@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import inspect
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -295,3 +297,25 @@ def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(coroutine)
     finally:
         loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_idle_event_loop_left_current(request: pytest.FixtureRequest) -> None:
+    """Before a sync test, close an idle event loop an earlier async test left current.
+
+    Some pytest-asyncio releases leave one behind; ``asyncio.run`` in a sync test (the
+    inspector's command line) then drops it unclosed, and its socketpair's
+    ``ResourceWarning`` fails whichever later test the garbage collector runs in.
+    """
+    if inspect.iscoroutinefunction(request.function):
+        return
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = policy.get_event_loop()
+        except RuntimeError:
+            return
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+    policy.set_event_loop(None)
