@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from entra_guard import AuthError, AuthObserver, EntraAuth, Principal
 from entra_guard.contrib.prometheus import PrometheusObserver
-from entra_guard.testing import FakeEntraID, FakeGraph
+from entra_guard.testing import FakeEntraID, FakeGraph, FakeKey
 
 from ._redis import RedisServer
 
@@ -118,4 +118,25 @@ async def test_memberships_and_app_tokens_are_shared_between_workers(fakes: Fake
         third = fakes.idp.token(object_id=other, overage=True)
         assert await second.group_ids(await second.authenticate(third)) == frozenset()
         assert fakes.idp.hits_matching("/oauth2/v2.0/token") == 1  # one app token, shared
+        await close(first, second)
+
+
+async def test_a_cold_worker_starts_from_the_fleets_metadata(fakes: Fakes) -> None:
+    """Warm start after a deploy: the second worker reads the discovery documents and
+    keys the first one fetched, and still checks tokens against them."""
+    with RedisServer() as redis:
+        make = shared(fakes, redis.url)
+        first = make()
+        assert await first.warm_up()
+        fetched = sum(fakes.idp.hits.values())
+        assert fetched >= 2  # discovery and keys
+        second = make()
+        assert await second.warm_up()
+        assert sum(fakes.idp.hits.values()) == fetched, "no fetch from the IdP"
+        principal = await second.authenticate(fakes.idp.token(object_id=str(uuid.uuid4())))
+        assert principal.tenant_id == fakes.idp.tenant_id
+        forged = fakes.idp.token(key=FakeKey.generate())
+        with pytest.raises(AuthError) as refused:
+            await second.authenticate(forged)
+        assert refused.value.code == "invalid_signature"
         await close(first, second)

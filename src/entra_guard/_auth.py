@@ -54,6 +54,11 @@ def token_digest(token: str) -> bytes:
     return digest.digest()
 
 
+def _wall_clock() -> float:
+    """``time.time()`` looked up at each call (so ``freezegun`` moves it)."""
+    return time.time()
+
+
 class EntraAuth:
     """Validates Entra ID access tokens for one API registration.
 
@@ -74,17 +79,21 @@ class EntraAuth:
         self.observer = observer or AuthObserver()
         self._owns_client = http_client is None
         self.http = http_client if http_client is not None else build_client(self.settings)
+        #: Everything worth sharing between workers and replicas: memberships, Graph app
+        #: tokens, on-behalf-of tokens, metadata documents for a warm start (README
+        #: "Running several workers and replicas").
+        self.cache = shared_cache_for(self.settings, self.observer, clock or _wall_clock)
         #: B2C: one metadata cache per configured policy (README "Customer identities:
         #: External ID and B2C"); ``metadata`` is then the first policy's.
         self.policies: PolicyMetadata | None = (
-            PolicyMetadata(self.settings, self.http, observer=self.observer)
+            PolicyMetadata(self.settings, self.http, observer=self.observer, shared=self.cache)
             if self.settings.is_b2c
             else None
         )
         self.metadata: MetadataCache = (
             self.policies.primary
             if self.policies is not None
-            else MetadataCache(self.settings, self.http, observer=self.observer)
+            else MetadataCache(self.settings, self.http, observer=self.observer, shared=self.cache)
         )
         self.validator = TokenValidator(
             self.settings, self.metadata, clock=clock, policies=self.policies
@@ -92,9 +101,6 @@ class EntraAuth:
         #: The API's own client credential (README "Calling downstream APIs"); fails here,
         #: at start-up, when its setting is broken.
         self.credential = load_credential(self.settings, clock=self.validator.now)
-        #: Everything worth sharing between workers and replicas: memberships, Graph app
-        #: tokens, on-behalf-of tokens (README "Running several workers and replicas").
-        self.cache = shared_cache_for(self.settings, self.observer, self.validator.now)
         #: Resolves groups overage through Microsoft Graph (only used by group guards).
         self.graph = GraphClient(
             self.settings,

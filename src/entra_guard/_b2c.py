@@ -19,6 +19,7 @@ import httpx
 from ._metadata import MetadataCache
 from ._observer import AuthObserver
 from ._settings import EntraSettings
+from ._shared_cache import SharedCache
 
 
 def token_policy(claims: Mapping[str, Any]) -> str | None:
@@ -37,8 +38,11 @@ class PolicyMetadata:
         *,
         observer: AuthObserver | None = None,
         clock: Callable[[], float] | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
-        extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+        extra: dict[str, Any] = (
+            {"shared": shared} if clock is None else {"clock": clock, "shared": shared}
+        )
         self._caches: dict[str, MetadataCache] = {
             policy.lower(): MetadataCache(
                 settings, client, observer=observer, policy=policy, **extra

@@ -42,6 +42,7 @@ from ._http import FetchError, request_json
 from ._logging import loggable
 from ._observer import AuthObserver
 from ._settings import GUID_RE, EntraSettings, is_loopback_host
+from ._shared_cache import SharedCache
 
 logger = logging.getLogger("entra_guard.metadata")
 
@@ -85,8 +86,12 @@ class MetadataCache:
         observer: AuthObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         policy: str | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
         self._settings = settings
+        #: The fleet's cache: a cold start reads the documents another worker fetched
+        #: (README "Running several workers and replicas"). Only with a shared backend.
+        self._shared = shared if shared is not None and shared.shared else None
         #: The B2C policy whose documents this cache reads (``None``: the tenant's).
         self.policy = policy
         self._v1_absent_logged = False
@@ -327,6 +332,18 @@ class MetadataCache:
         return by_kid, by_x5t
 
     async def _timed_fetch(self, url: str, document: str) -> Any:
+        if self._shared is not None and self._current is None:
+            # Cold start after a deploy: the fleet already has the documents. Their
+            # content is checked exactly as if it came from the IdP.
+            known = await self._shared.get("metadata", url)
+            if isinstance(known, dict):
+                return known
+        body = await self._fetch_from_idp(url, document)
+        if self._shared is not None and isinstance(body, dict):
+            await self._shared.set("metadata", url, body, self._settings.metadata_refresh)
+        return body
+
+    async def _fetch_from_idp(self, url: str, document: str) -> Any:
         started = self._clock()
         try:
             body = await request_json(self._client, "GET", url)
