@@ -112,6 +112,28 @@ def test_one_graph_lookup_per_user_across_four_workers(
     assert graph.membership_lookups == 20
 
 
+def test_on_behalf_of_tokens_are_reused_across_workers(
+    fleet: tuple[str, FakeEntraID, FakeGraph, RedisServer],
+) -> None:
+    url, idp, _graph, _redis = fleet
+    oid = "30000000-0000-4000-8000-000000000001"
+    token = idp.token(object_id=oid)
+    before = len(idp.obo_grants)
+
+    def call(_: int) -> tuple[int, str]:
+        with httpx.Client(timeout=30) as client:  # new connections: every worker serves some
+            response = client.get(f"{url}/me/graph", headers=bearer(token))
+            return response.status_code, response.json().get("id", "")
+
+    assert call(0) == (200, oid)  # one worker acquires the token ...
+    assert len(idp.obo_grants) == before + 1
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(call, range(40)))
+    assert answers == [(200, oid)] * 40
+    # ... and every other worker reads it from Redis instead of asking Entra again.
+    assert len(idp.obo_grants) == before + 1
+
+
 def test_shared_entries_hold_no_token(
     fleet: tuple[str, FakeEntraID, FakeGraph, RedisServer],
 ) -> None:
