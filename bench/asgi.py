@@ -21,7 +21,7 @@ from starlette.requests import HTTPConnection
 from entra_guard.testing import FakeEntraID, LiveServer
 
 from . import apps
-from .common import CLIENT_ID, TENANT_ID, median, realistic_token
+from .common import CLIENT_ID, TENANT_ID, http_scope, median, realistic_token
 
 Message = MutableMapping[str, Any]
 
@@ -64,21 +64,7 @@ async def _run(token: str, rounds: int, batch: int) -> AsgiResult:
     ]
 
     def scope() -> dict[str, Any]:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "server": ("127.0.0.1", 8000),
-            "client": ("127.0.0.1", 50000),
-            "scheme": "http",
-            "method": "GET",
-            "root_path": "",
-            "path": "/hello",
-            "raw_path": b"/hello",
-            "query_string": b"",
-            "headers": list(headers),
-            "state": {},
-        }
+        return http_scope("/hello", headers)
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}

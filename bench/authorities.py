@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from entra_guard import EntraAuth, EntraAuthMiddleware
 from entra_guard.testing import FakeB2C, FakeEntraID, FakeExternalID
 
-from .common import median
+from .common import http_scope, median
 
 Message = MutableMapping[str, Any]
 
@@ -39,21 +39,7 @@ def _app(auths: list[EntraAuth]) -> FastAPI:
 
 
 async def _call(app: Any, token: str) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "scheme": "http",
-        "method": "GET",
-        "root_path": "",
-        "path": "/hello",
-        "raw_path": b"/hello",
-        "query_string": b"",
-        "headers": [(b"authorization", b"Bearer " + token.encode())],
-        "state": {},
-    }
+    scope = http_scope("/hello", [(b"authorization", b"Bearer " + token.encode())])
     status = 0
 
     async def receive() -> Message:

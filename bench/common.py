@@ -56,6 +56,25 @@ def realistic_token(idp: FakeEntraID, **overrides: Any) -> str:
     return idp.token(realistic_claims(idp, **overrides))
 
 
+def http_scope(path: str, headers: Sequence[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """A fresh ASGI scope for ``GET path`` on 127.0.0.1:8000 (the in-process benchmarks)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": list(headers),
+        "state": {},
+    }
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

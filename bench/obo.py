@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from entra_guard import EntraAuth, EntraAuthMiddleware, downstream_client
 from entra_guard.testing import FakeEntraID, FakeGraph
 
-from .common import CLIENT_ID, TENANT_ID, median, realistic_token
+from .common import CLIENT_ID, TENANT_ID, http_scope, median, realistic_token
 
 Message = MutableMapping[str, Any]
 AUTHORITY = "https://login.bench"
@@ -128,21 +128,9 @@ async def _run(idp: FakeEntraID, graph: FakeGraph, rounds: int, batch: int) -> O
             statuses.append(message["status"])
 
     def scope(bearer: str) -> dict[str, Any]:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "server": ("127.0.0.1", 8000),
-            "client": ("127.0.0.1", 50000),
-            "scheme": "http",
-            "method": "GET",
-            "root_path": "",
-            "path": "/me/graph",
-            "raw_path": b"/me/graph",
-            "query_string": b"",
-            "headers": [(b"host", b"api"), (b"authorization", b"Bearer " + bearer.encode())],
-            "state": {},
-        }
+        return http_scope(
+            "/me/graph", [(b"host", b"api"), (b"authorization", b"Bearer " + bearer.encode())]
+        )
 
     async def timed(app: FastAPI, count: int) -> float:
         started = time.thread_time_ns()

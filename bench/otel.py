@@ -42,7 +42,7 @@ from entra_guard.contrib.prometheus import PrometheusObserver
 from entra_guard.testing import FakeEntraID, LiveServer
 
 from . import apps
-from .common import CLIENT_ID, TENANT_ID, median, realistic_token
+from .common import CLIENT_ID, TENANT_ID, http_scope, median, realistic_token
 
 Message = MutableMapping[str, Any]
 
@@ -88,26 +88,15 @@ class OtelResult:
 
 
 def _scope(token: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "scheme": "http",
-        "method": "GET",
-        "root_path": "",
-        "path": "/hello",
-        "raw_path": b"/hello",
-        "query_string": b"",
-        "headers": [
+    return http_scope(
+        "/hello",
+        [
             (b"host", b"127.0.0.1:8000"),
             (b"user-agent", b"bench"),
             (b"accept", b"*/*"),
             (b"authorization", b"Bearer " + token.encode()),
         ],
-        "state": {},
-    }
+    )
 
 
 def observers() -> tuple[dict[str, AuthObserver | None], Callable[[], None]]:

@@ -29,7 +29,14 @@ from starlette.routing import Route
 
 from .._crypto import b64url_encode
 from .._settings import EntraSettings
-from ._idp import DEFAULT_CLIENT_APP_ID, DEFAULT_CLIENT_ID, FakeEntraID, FakeKey, sign_token
+from ._idp import (
+    DEFAULT_CLIENT_APP_ID,
+    DEFAULT_CLIENT_ID,
+    FakeEntraID,
+    FakeKey,
+    overridden,
+    sign_token,
+)
 
 DEFAULT_CIAM_TENANT_ID = "3f0b4c2e-8a51-4d6b-9e7f-1a2b3c4d5e6f"
 DEFAULT_B2C_TENANT_ID = "8c5d1e2f-3a4b-4c6d-8e9f-0a1b2c3d4e5f"
@@ -214,12 +221,7 @@ class FakeB2C(FakeEntraID):
         claims["acr" if legacy_acr else "tfp"] = policy or self.policies[0]
         if with_tenant_claims:
             claims |= {"tid": self.tenant_id, "oid": oid}
-        for name, value in extra.items():
-            if value is None:
-                claims.pop(name, None)
-            else:
-                claims[name] = value
-        return claims
+        return overridden(claims, extra)
 
     def token(
         self,
@@ -236,12 +238,7 @@ class FakeB2C(FakeEntraID):
         signing_key = key or self.policy_keys.get(policy) or next(iter(self.policy_keys.values()))
         kid = signing_key.kid if key is None or key in self.policy_keys.values() else None
         head: dict[str, Any] = {"typ": "JWT", "alg": alg, "kid": kid or self._kid_of(policy)}
-        for name, value in (header or {}).items():
-            if value is None:
-                head.pop(name, None)
-            else:
-                head[name] = value
-        return sign_token(head, body, signing_key)
+        return sign_token(overridden(head, header or {}), body, signing_key)
 
     def _kid_of(self, policy: str) -> str:
         key = self.policy_keys.get(policy) or next(iter(self.policy_keys.values()))

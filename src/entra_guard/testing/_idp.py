@@ -253,12 +253,7 @@ class FakeEntraID(OboTokenEndpoint):
             }
         elif groups is not None:
             claims["groups"] = list(groups)
-        for name, value in extra.items():
-            if value is None:
-                claims.pop(name, None)
-            else:
-                claims[name] = value
-        return claims
+        return overridden(claims, extra)
 
     def token(
         self,
@@ -278,12 +273,7 @@ class FakeEntraID(OboTokenEndpoint):
             head["kid"] = key.kid
         if body.get("ver") == "1.0":
             head["x5t"] = head["kid"]
-        for name, value in (header or {}).items():
-            if value is None:
-                head.pop(name, None)
-            else:
-                head[name] = value
-        return sign_token(head, body, signing_key)
+        return sign_token(overridden(head, header or {}), body, signing_key)
 
     def settings(self, url: str, **overrides: Any) -> EntraSettings:
         """``EntraSettings`` for an API that trusts this fake served at ``url``."""
@@ -409,6 +399,17 @@ class FakeEntraID(OboTokenEndpoint):
                 "access_token": token,
             }
         )
+
+
+def overridden(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with ``overrides`` applied in place; an override of ``None`` removes the
+    name (how tests write a token without ``kid``, ``tid``, ...)."""
+    for name, value in overrides.items():
+        if value is None:
+            values.pop(name, None)
+        else:
+            values[name] = value
+    return values
 
 
 def sign_token(header: Mapping[str, Any], claims: Mapping[str, Any], key: FakeKey) -> str:
