@@ -7,7 +7,6 @@ so two ``EntraAuth`` objects (two APIs, two tenants) never share anything.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -30,28 +29,10 @@ from ._pools import DownstreamClients
 from ._principal import Principal
 from ._settings import EntraSettings
 from ._shared_cache import shared_cache_for
-from ._token_cache import VerifiedTokenCache
+from ._token_cache import VerifiedTokenCache, token_digest
 from ._validation import TokenValidator
 
 logger = logging.getLogger("entra_guard")
-
-
-#: hashlib releases the GIL for inputs of 2048 bytes and more; for a 2-3 KB token the
-#: release and re-acquire cost more than the hashing (measured: ~5 us vs ~2 us per
-#: request inside a FastAPI app), so the token is fed in smaller slices.
-_DIGEST_SLICE = 2000
-
-
-def token_digest(token: str) -> bytes:
-    """SHA-256 of an ASCII token: the verified-token cache key (tokens are not kept)."""
-    data = token.encode("ascii")
-    if len(data) < _DIGEST_SLICE:
-        return hashlib.sha256(data).digest()
-    view = memoryview(data)
-    digest = hashlib.sha256()
-    for start in range(0, len(view), _DIGEST_SLICE):
-        digest.update(view[start : start + _DIGEST_SLICE])
-    return digest.digest()
 
 
 def _wall_clock() -> float:

@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._auth import token_digest
 from ._errors import AuthError
+from ._token_cache import token_digest
 from ._validation import decode_json_segment
 
 if TYPE_CHECKING:

@@ -29,8 +29,9 @@ from starlette.types import Scope
 from ._auth import EntraAuth
 from ._errors import AuthError
 from ._middleware import AUTH_KEY, ERROR_KEY, PRINCIPAL_KEY
-from ._obo import digest_bytes, normalize_scopes
+from ._obo import normalize_scopes
 from ._principal import Principal
+from ._token_cache import digest_bytes
 
 _PARAM = re.compile(r'([A-Za-z_]+)\s*=\s*"([^"]*)"')
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import math
@@ -112,21 +111,6 @@ def _unavailable(retry_after: float | None = None, reason: str = "unavailable") 
     return AuthError(
         "downstream_unavailable", UNAVAILABLE_DETAIL, retry_after=seconds, reason=reason
     )
-
-
-#: As in ``token_digest``: hashlib keeps the GIL for inputs below 2 KiB (cheaper here).
-_DIGEST_SLICE = 2000
-
-
-def digest_bytes(data: bytes) -> bytes:
-    """SHA-256 of a raw token: the same cache key ``token_digest`` gives its string."""
-    if len(data) < _DIGEST_SLICE:
-        return hashlib.sha256(data).digest()
-    view = memoryview(data)
-    digest = hashlib.sha256()
-    for start in range(0, len(view), _DIGEST_SLICE):
-        digest.update(view[start : start + _DIGEST_SLICE])
-    return digest.digest()
 
 
 def normalize_scopes(scopes: Sequence[str] | str) -> tuple[str, ...]:
