@@ -162,15 +162,18 @@ def _at(timestamp: float) -> datetime:
 
 
 async def test_freezegun_moves_the_library_clock(idp: FakeEntraID) -> None:
+    # real_asyncio: freezegun also freezes time.monotonic, which every event loop in the
+    # process schedules by (the session's live servers included); a timer set while it
+    # is frozen in the far future never fires, and their shutdown hung for 10 s each.
     token = idp.token(expires_in=3600)
     async with in_process_auth(idp) as engine:
         await engine.authenticate(token)  # fresh, then cached
         await engine.authenticate(token)
-        with freezegun.freeze_time(_at(time.time() + 3600 + 301 + 5)):
+        with freezegun.freeze_time(_at(time.time() + 3600 + 301 + 5), real_asyncio=True):
             error = await refused(engine, token)
     assert error.code == "token_expired"
     async with in_process_auth(idp) as engine:
-        with freezegun.freeze_time(_at(time.time() - 3600)):  # before nbf - skew
+        with freezegun.freeze_time(_at(time.time() - 3600), real_asyncio=True):  # before nbf - skew
             error = await refused(engine, token)
     assert error.code == "token_not_yet_valid"
 
