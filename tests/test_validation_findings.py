@@ -157,23 +157,30 @@ async def test_no_kid_with_a_json_payload_is_still_unknown_key(
 # -- issue 8 #5: the clock is read at call time -----------------------------------------------
 
 
+FROZEN_TIME_IGNORES = ["asyncio.base_events"]
+
+
 def _at(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
 async def test_freezegun_moves_the_library_clock(idp: FakeEntraID) -> None:
-    # real_asyncio: freezegun also freezes time.monotonic, which every event loop in the
-    # process schedules by (the session's live servers included); a timer set while it
-    # is frozen in the far future never fires, and their shutdown hung for 10 s each.
+    # freezegun also freezes time.monotonic, which every event loop in the process (the
+    # session's live servers, in their threads) schedules its timers by: a timer set
+    # while frozen at a wall-clock value never fires, and each server's shutdown hung
+    # 10 s. real_asyncio=True patches the loop class only after time.monotonic, which
+    # leaves a window; ignoring calls from asyncio.base_events (loop.time()) has none.
     token = idp.token(expires_in=3600)
     async with in_process_auth(idp) as engine:
         await engine.authenticate(token)  # fresh, then cached
         await engine.authenticate(token)
-        with freezegun.freeze_time(_at(time.time() + 3600 + 301 + 5), real_asyncio=True):
+        with freezegun.freeze_time(_at(time.time() + 3600 + 301 + 5), ignore=FROZEN_TIME_IGNORES):
             error = await refused(engine, token)
     assert error.code == "token_expired"
     async with in_process_auth(idp) as engine:
-        with freezegun.freeze_time(_at(time.time() - 3600), real_asyncio=True):  # before nbf - skew
+        with freezegun.freeze_time(
+            _at(time.time() - 3600), ignore=FROZEN_TIME_IGNORES
+        ):  # before nbf - skew
             error = await refused(engine, token)
     assert error.code == "token_not_yet_valid"
 
