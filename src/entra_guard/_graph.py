@@ -379,8 +379,10 @@ class GraphClient:
         next look-ups do not call Graph before it allows.
         """
         status = exc.status
-        retryable = status is None or status in RETRYABLE
-        if status is None:
+        retryable = (status is None and not exc.bad_body) or status in RETRYABLE
+        if exc.bad_body:
+            cause = Cause.BAD_DOCUMENT
+        elif status is None:
             cause = Cause.UNREACHABLE
         elif status in (401, 403) or (status == 400 and endpoint is Endpoint.TOKEN):
             cause = Cause.REFUSED

@@ -22,14 +22,24 @@ MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 
 
 class FetchError(Exception):
-    """An outbound call failed; ``retry_after`` is set when the server asked for a pause."""
+    """An outbound call failed; ``retry_after`` is set when the server asked for a pause.
+
+    ``bad_body``: the server answered 200 with a body we cannot use (not JSON, too deep,
+    too large). Asking again gets the same body, so callers do not retry it.
+    """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        bad_body: bool = False,
     ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.bad_body = bad_body
 
 
 def build_client(settings: EntraSettings) -> httpx.AsyncClient:
@@ -108,10 +118,13 @@ async def request_json(
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_RESPONSE_BYTES:
-                    raise FetchError(f"{method} {url}: response larger than {MAX_RESPONSE_BYTES} B")
+                    raise FetchError(
+                        f"{method} {url}: response larger than {MAX_RESPONSE_BYTES} B",
+                        bad_body=True,
+                    )
     except httpx.HTTPError as exc:
         raise FetchError(f"{method} {url} failed: {type(exc).__name__}") from exc
     try:
         return json.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise FetchError(f"{method} {url}: response is not JSON") from exc
+        raise FetchError(f"{method} {url}: response is not JSON", bad_body=True) from exc
