@@ -180,13 +180,22 @@ def client(request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
         yield c
 
 
-def protected_app(settings: EntraSettings | EntraAuth, **middleware: Any) -> FastAPI:
+def protected_app(
+    settings: EntraSettings | EntraAuth,
+    *,
+    clock: Callable[[], float] | None = None,
+    **middleware: Any,
+) -> FastAPI:
     """A bare FastAPI app behind EntraAuthMiddleware, with no start-up warm-up
     (so the first requests find an empty metadata cache); closes its EntraAuth,
     which is also at ``app.state.auth``. Settings that point at an in-process fake
-    Entra ID get an in-process HTTP client."""
+    Entra ID get an in-process HTTP client; ``clock`` is the library's clock."""
     http = None if isinstance(settings, EntraAuth) else entra_client_for(settings)
-    auth = settings if isinstance(settings, EntraAuth) else EntraAuth(settings, http_client=http)
+    auth = (
+        settings
+        if isinstance(settings, EntraAuth)
+        else EntraAuth(settings, http_client=http, clock=clock)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
