@@ -3,6 +3,7 @@ against the code so they cannot drift, and its links against its files."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
-from entra_guard import EntraSettings
+from entra_guard import AuthObserver, EntraSettings
 from entra_guard.__main__ import build_parser
 from entra_guard._errors import STATUS_BY_CODE
 from entra_guard.contrib.prometheus import PrometheusObserver
@@ -55,6 +56,7 @@ CHECKED_TABLES = {
     "settings-table": "settings",
     "troubleshooting-table": "troubleshooting",
     "metrics-table": "operations",
+    "observer-hooks": "operations",
     "otel-metrics-table": "operations",
     "supported-versions": "supported-versions",
     "validation-rules": "security",
@@ -112,13 +114,25 @@ def test_metrics_table_matches_prometheus_observer() -> None:
     assert documented == actual
 
 
+def test_observer_hooks_table_lists_every_hook() -> None:
+    rows = table_after("operations", "observer-hooks")
+    documented = [re.match(r"`(\w+)\(", row[0]).group(1) for row in rows]  # type: ignore[union-attr]
+    hooks = [name for name in vars(AuthObserver) if not name.startswith("_")]
+    assert sorted(documented) == sorted(hooks)
+    for row in rows:  # the keyword arguments, as the hook takes them
+        name, args = re.match(r"`(\w+)\((.*)\)`", row[0]).groups()  # type: ignore[union-attr]
+        parameters = list(inspect.signature(getattr(AuthObserver, name)).parameters)[1:]
+        assert re.findall(r"(\w+)=?", args) == parameters, row[0]
+
+
 def test_every_cli_flag_in_the_inspector_section_exists() -> None:
     text = section("troubleshooting", "## `entra-guard inspect`")
-    mentioned = set(re.findall(r"`(--?[a-z][a-z-]*)`", text))
+    mentioned = set(re.findall(r"`(--?[a-z][a-z0-9-]*)`", text))
     assert {"--json", "--tenant-id", "--audience", "-v"} <= mentioned
     inspect_parser = build_parser()._subparsers._group_actions[0].choices["inspect"]  # type: ignore[union-attr]
     known = {option for action in inspect_parser._actions for option in action.option_strings}
     assert mentioned <= known, mentioned - known
+    assert known - {"-h", "--help", "--verbose"} <= mentioned, known - mentioned
 
 
 def test_quick_start_commands_exist() -> None:
