@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# make test-min: the lowest versions pyproject.toml allows, in their own venv (README
-# "Supported versions"). uv (a PyPI wheel, pinned) resolves them; it lives in that venv.
+# make test-min: the lowest versions pyproject.toml allows, in their own venv
+# (docs/supported-versions.md). uv (a PyPI wheel, pinned) resolves them; it lives in that venv.
 VENV_MIN ?= .venv-min
 UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
@@ -80,7 +80,7 @@ bench: install
 	$(PY) -m bench.peer_setup
 	$(PY) -m bench $(BENCH_ARGS)
 
-# Token fuzzing (README "Security model"): FUZZ_N mutated tokens through EntraAuth.authenticate,
+# Token fuzzing (docs/security.md): FUZZ_N mutated tokens through EntraAuth.authenticate,
 # in process; prints "fuzz: N tried, C crashes, A wrongly accepted, S slow", fails on any.
 FUZZ_N ?= 100000
 fuzz: install
