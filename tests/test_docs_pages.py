@@ -167,8 +167,9 @@ def test_testing_your_api_example_runs(tmp_path: Path) -> None:
     "Moving the clock" is one more test in it."""
     blocks = re.findall(r"```python\n(.*?)```", page("testing"), flags=re.DOTALL)
     conftest, tests = blocks[0], blocks[1]
-    clock = re.findall(r"```python\n(.*?)```", section("testing", "## Moving the clock"), re.DOTALL)
-    assert len(clock) == 1 and "real_asyncio=True" in clock[0]
+    moving_the_clock = section("testing", "## Moving the clock")
+    clock = re.findall(r"```python\n(.*?)```", moving_the_clock, flags=re.DOTALL)
+    assert len(clock) == 1 and "real_asyncio=True" in moving_the_clock
     tests += "\n\n" + clock[0]
     assert "pytest_plugins" in conftest
     (tmp_path / "conftest.py").write_text(conftest)
