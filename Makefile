@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# make test-min: the lowest versions pyproject.toml allows, in their own venv (README
-# "Supported versions"). uv (a PyPI wheel, pinned) resolves them; it lives in that venv.
+# make test-min: the lowest versions pyproject.toml allows, in their own venv
+# (docs/supported-versions.md). uv (a PyPI wheel, pinned) resolves them; it lives in that venv.
 VENV_MIN ?= .venv-min
 UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
@@ -9,7 +9,7 @@ PORT ?= 8000
 # make run WORKERS=4: several uvicorn workers (they share the dev issuer's key via .dev/).
 WORKERS ?= 1
 
-.PHONY: install test test-min lint format typecheck run bench fuzz clean
+.PHONY: install test test-min lint format typecheck run bench fuzz docs clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -80,11 +80,23 @@ bench: install
 	$(PY) -m bench.peer_setup
 	$(PY) -m bench $(BENCH_ARGS)
 
-# Token fuzzing (README "Security model"): FUZZ_N mutated tokens through EntraAuth.authenticate,
+# Token fuzzing (docs/security.md): FUZZ_N mutated tokens through EntraAuth.authenticate,
 # in process; prints "fuzz: N tried, C crashes, A wrongly accepted, S slow", fails on any.
 FUZZ_N ?= 100000
 fuzz: install
 	$(PY) -m tests.fuzz $(FUZZ_N)
 
+# The manual (docs/, mkdocs.yml) into site/: MkDocs Material, the API reference from the
+# docstrings (mkdocstrings). --strict: any warning fails, broken links and anchors included.
+# Its tools (docs/requirements.txt, exact pins) go into .venv, not into a pyproject extra
+# (make test-min installs every extra at its floor). NO_MKDOCS_2_WARNING silences
+# Material's banner about its successor; it is not a build warning.
+$(VENV)/.docs-installed: $(VENV)/.installed docs/requirements.txt
+	$(PY) -m pip install --quiet -r docs/requirements.txt
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) .pytest_cache .mypy_cache .ruff_cache site

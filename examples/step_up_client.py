@@ -1,4 +1,4 @@
-"""A client that answers a claims challenge (README "Step-up and client controls").
+"""A client that answers a claims challenge (docs/step-up.md).
 
 Against ``make run`` (the demo API with its built-in dev issuer):
 

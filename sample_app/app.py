@@ -211,8 +211,8 @@ def create_app(
     # require_delegated: OBO is for users (it also lists the route as secured in OpenAPI).
     @app.get("/me/graph", dependencies=[Security(require_delegated)])
     async def me_graph(graph: httpx.AsyncClient = Depends(graph_me)) -> Any:  # noqa: B008
-        """Microsoft Graph's ``/v1.0/me``, called on behalf of the caller (README "Calling
-        downstream APIs (on-behalf-of)")."""
+        """Microsoft Graph's ``/v1.0/me``, called on behalf of the caller
+        (docs/downstream.md)."""
         response = await graph.get("/v1.0/me")
         if response.status_code != 200:
             logger.warning("GET /v1.0/me answered HTTP %s", response.status_code)

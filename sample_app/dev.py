@@ -126,7 +126,7 @@ class DevTokenRequest(BaseModel):
     version: Literal["1.0", "2.0"] = "2.0"
     tenant_id: str | None = None
     expires_in: int = Field(default=3600, ge=-86400, le=86400)
-    # Step-up and client controls (README "Step-up and client controls").
+    # Step-up and client controls (docs/step-up.md).
     acrs: list[str] | None = Field(default=None, max_length=25)
     client_capabilities: list[str] | None = Field(default=None, max_length=5)
     app_id: str | None = Field(default=None, max_length=64)
@@ -177,7 +177,8 @@ class DevIssuer:
         sign_in.graph = self.graph
         self.sign_in = sign_in.browser_app()
         self.sign_in_prefix = SIGN_IN_PREFIX
-        prefix = next(  # as setup_openapi names scopes (README "OpenAPI and Swagger UI sign-in")
+        # as setup_openapi names scopes (docs/getting-started.md "OpenAPI and Swagger UI sign-in")
+        prefix = next(
             (a.rstrip("/") + "/" for a in settings.audiences or () if "://" in a),
             f"api://{settings.client_id}/",
         )

@@ -1,6 +1,6 @@
 """Token fuzzing: mutate valid Entra tokens and send each through ``EntraAuth.authenticate``.
 
-    python -m tests.fuzz 100000        # make fuzz (README "Security model")
+    python -m tests.fuzz 100000        # make fuzz (docs/security.md)
 
 Valid v1/v2, delegated/app-only tokens from the fake Entra ID (served in process
 through ``httpx.ASGITransport``: no sockets) are mutated: bit flips per segment,

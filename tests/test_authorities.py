@@ -1,5 +1,5 @@
 """Several authorities on one API: ``EntraAuthMiddleware(app, auth=[a, b, ...])``
-(README "Several authorities on one API")."""
+(docs/customer-identities.md "Several authorities on one API")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Azure AD B2C: metadata and keys per policy, tfp/acr, tokens without tid/oid, "ver": "1.0"
-(README "Customer identities: External ID and B2C")."""
+(docs/customer-identities.md)."""
 
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def test_sign_in_from_swagger_ui_and_call_me_and_items(
 
 
 def test_recipe_browser_test_of_your_own_api(browser: Any) -> None:
-    """README "Browser tests of your own API": your app, the fake on its own port
+    """docs/testing.md "Browser tests of your own API": your app, the fake on its own port
     (so Swagger UI redeems the code cross-origin, as with the real Entra ID)."""
     idp = FakeEntraID()
     idp.authorization.register_client("my-spa", ["http://127.0.0.1/docs/oauth2-redirect"])

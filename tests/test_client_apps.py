@@ -1,4 +1,4 @@
-"""``require_client_apps`` (README "Step-up and client controls"): the calling application
+"""``require_client_apps`` (docs/step-up.md): the calling application
 (``azp``, ``appid`` in v1) must be listed; every path over HTTP in process, composition,
 WebSocket close 1008, OpenAPI and the sample app's ``/reports``."""
 

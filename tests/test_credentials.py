@@ -1,4 +1,4 @@
-"""The API's client credential (README "Calling downstream APIs"): secret, certificate,
+"""The API's client credential (docs/downstream.md): secret, certificate,
 federated token file; checked by the fake token endpoint and at start-up."""
 
 from __future__ import annotations

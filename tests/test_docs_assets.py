@@ -56,13 +56,3 @@ async def test_cdn_keeps_fastapis_page_and_no_docs_means_nothing_to_do() -> None
     async with _client(hidden) as client:
         assert (await client.get("/docs")).status_code == 404
         assert (await client.get("/docs-assets/swagger-ui.css")).status_code == 404
-
-
-def test_the_readme_screenshots_exist() -> None:
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text()
-    for name in ("docs/signin.png", "docs/try-it-out.png"):
-        assert f"]({name})" in readme
-        assert (root / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,5 +1,5 @@
 """Entra External ID (CIAM): the GUID-host issuer, tenants by name, no v1 document
-(README "Customer identities: External ID and B2C")."""
+(docs/customer-identities.md)."""
 
 from __future__ import annotations
 

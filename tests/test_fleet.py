@@ -1,4 +1,5 @@
-"""Several workers, one Redis (README "Running several workers and replicas"), over real sockets.
+"""Several workers, one Redis (docs/operations.md "Running several workers and replicas"),
+over real sockets.
 
 The sample app runs as ``uvicorn --workers 4`` against the fake Entra ID and the
 fake Graph, all sharing one real ``redis-server``.

@@ -1,4 +1,4 @@
-"""Fuzzing in the suite (README "Security model"): a 2,000-token slice of ``make fuzz``,
+"""Fuzzing in the suite (docs/security.md): a 2,000-token slice of ``make fuzz``,
 and malformed requests against the sample app, all in process."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Graph throttling awareness (README "Running several workers and replicas"): priority
+"""Graph throttling awareness (docs/operations.md "Running several workers and replicas"): priority
 header, resource-unit and 429 metrics, and a Retry-After that every worker honours."""
 
 from __future__ import annotations

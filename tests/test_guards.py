@@ -152,7 +152,7 @@ def test_post_items_refusal_beats_body_validation(
     """A refused caller learns nothing about the body schema (403, not 422).
 
     The body is JSON that the schema refuses: malformed JSON sent as JSON is a 422
-    before any dependency runs on every FastAPI version (README "Supported versions").
+    before any dependency runs on every FastAPI version (docs/supported-versions.md).
     """
     token = fake_entra.token(scopes=["Items.Read"])
     response = client.post(f"{api}/items", headers=bearer(token), json=["not", "an", "object"])

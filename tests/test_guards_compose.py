@@ -1,5 +1,5 @@
 """The other guards (tenants, directory roles, token type, guests) and composition, on an
-app written the way the README shows, served over HTTP."""
+app written the way docs/guards.md shows, served over HTTP."""
 
 from __future__ import annotations
 

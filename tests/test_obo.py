@@ -1,4 +1,4 @@
-"""On-behalf-of calls (README "Calling downstream APIs"): grants, cache, errors, CAE.
+"""On-behalf-of calls (docs/downstream.md): grants, cache, errors, CAE.
 
 In process: the API, the fake Entra ID and the fake Graph are ASGI apps joined
 by ``httpx.ASGITransport`` (real HTTP semantics, no sockets). The real-socket

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing and metrics (README "Tracing (OpenTelemetry)"), in process.
+"""OpenTelemetry tracing and metrics (docs/operations.md "Tracing (OpenTelemetry)"), in process.
 
 A FastAPI app behind ``EntraAuthMiddleware`` is called through ``httpx.ASGITransport``;
 its ``EntraAuth`` reaches the fake Entra ID (and the fake Graph) through ASGI
@@ -41,8 +41,8 @@ from entra_guard.contrib.opentelemetry import OpenTelemetryObserver
 from entra_guard.contrib.prometheus import PrometheusObserver
 from entra_guard.testing import FakeEntraID, FakeGraph
 
+from ._docs import table_after
 from .conftest import FINANCE_GROUP, assert_refused, bearer, protected_app
-from .test_readme import table_after
 
 IDP_URL = "http://idp.localhost"
 GRAPH_URL = "http://graph.localhost"
@@ -375,7 +375,8 @@ async def test_graph_failure_is_an_error_span(
 
 
 def test_obo_acquire_span(telemetry: Telemetry) -> None:
-    """The hook the on-behalf-of flow reports through (README "Tracing (OpenTelemetry)")."""
+    """The hook the on-behalf-of flow reports through (docs/operations.md "Tracing
+    (OpenTelemetry)")."""
     tracer = telemetry.tracer_provider.get_tracer("test")
     with tracer.start_as_current_span("GET /downstream") as request:
         telemetry.observer.obo_acquire(cached=False, ok=True, code=None, seconds=0.05)
@@ -497,7 +498,7 @@ def test_readme_lists_every_instrument(telemetry: Telemetry) -> None:
     assert value(points, "entra_guard.graph.resource_units") == 2.0
     assert value(points, "entra_guard.shared_cache.degraded") == 1
     emitted = {name for name, _ in points}
-    documented = {row[0].strip("`") for row in table_after("otel-metrics-table")}
+    documented = {row[0].strip("`") for row in table_after("operations", "otel-metrics-table")}
     assert documented == emitted
 
 

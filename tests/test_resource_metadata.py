@@ -1,4 +1,4 @@
-"""RFC 9728 protected-resource metadata (README "Step-up and client controls"): the document,
+"""RFC 9728 protected-resource metadata (docs/step-up.md): the document,
 its scopes (the union of the declared guards'), ``resource_metadata`` on every 401 and never
 on a 403, the absolute URL behind a proxy, and configuration that could inject a header."""
 

@@ -1,11 +1,10 @@
-"""The one rule table: README "Validation rules", the inspector's checks and the
+"""The one rule table: docs/security.md "Validation rules", the inspector's checks and the
 middleware's answers all come from ``_validation.RULES``."""
 
 from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
 import httpx
 
@@ -14,14 +13,13 @@ from entra_guard._errors import STATUS_BY_CODE
 from entra_guard._inspect import CHECK_NAMES, inspect_token
 from entra_guard._validation import RULE_NAMES, RULES
 from entra_guard.testing import FakeEntraID
+from tests._docs import page
 from tests.conftest import run_coroutine
 from tests.fuzz import IDP_URL, Mutator, _bases, in_process_auth
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-
 
 def _rules_table() -> list[tuple[str, list[str]]]:
-    text = README.read_text(encoding="utf-8")
+    text = page("security")
     start = text.index("<!-- validation-rules:")
     rows = []
     for line in text[start:].splitlines()[3:]:
@@ -32,7 +30,7 @@ def _rules_table() -> list[tuple[str, list[str]]]:
     return rows
 
 
-def test_readme_rules_table_is_the_rule_table() -> None:
+def test_docs_rules_table_is_the_rule_table() -> None:
     assert _rules_table() == [(rule.name, list(rule.codes)) for rule in RULES]
 
 

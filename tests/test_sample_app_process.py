@@ -44,7 +44,8 @@ def env_for(idp: FakeEntraID, url: str) -> dict[str, str]:
 
 
 def uvicorn_command(port: int) -> list[str]:
-    # The README's command: the header limit lets a 16 KiB token reach the middleware.
+    # The command of docs/getting-started.md "Point the same app at a real tenant": the
+    # header limit lets a 16 KiB token reach the middleware.
     return [
         sys.executable,
         "-m",

@@ -1,4 +1,5 @@
-"""The shared cache (README "Running several workers and replicas") against a real redis-server."""
+"""The shared cache (docs/operations.md "Running several workers and replicas") against a
+real redis-server."""
 
 from __future__ import annotations
 

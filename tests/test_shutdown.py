@@ -46,7 +46,7 @@ def _no_destroyed_tasks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 def documented_app(auth: EntraAuth) -> FastAPI:
-    """The README's lifespan recipe."""
+    """The lifespan recipe of docs/operations.md "Start-up and shutdown"."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

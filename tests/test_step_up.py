@@ -1,4 +1,4 @@
-"""``require_auth_context`` (README "Step-up and client controls"): every path over HTTP
+"""``require_auth_context`` (docs/step-up.md): every path over HTTP
 in process (httpx.ASGITransport, the fake Entra ID as EntraAuth's transport), the claims
 challenge read with a strict RFC 7235 parser, names, start-up errors, WebSockets, the
 sample app in dev mode and the example client."""
@@ -735,7 +735,7 @@ async def test_sample_without_the_mapping_refuses_everyone() -> None:
     app = create_app(dev_settings(auth_contexts={}), dev_mode=True)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        # The dev issuer answers loopback only (README "Security model").
+        # The dev issuer answers loopback only (docs/security.md).
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             token = await dev_token(client, acrs=["c1"], client_capabilities=["cp1"])
             response = await client.post("/payments/approve", headers=bearer(token))

@@ -1,4 +1,4 @@
-"""README "Supported versions" says what pyproject.toml declares, and make test-min tests it.
+"""docs/supported-versions.md says what pyproject.toml declares, and make test-min tests it.
 
 ``make test-min`` installs every declared requirement at its floor and sets
 ``ENTRA_GUARD_LOWEST_VERSIONS=1``; then the installed versions must be the floors,
@@ -17,11 +17,13 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from ._docs import page
+
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+PAGE = page("supported-versions")
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 LOWEST = os.environ.get("ENTRA_GUARD_LOWEST_VERSIONS") == "1"
-#: Extras for the project's own development, not for users: not in the README table.
+#: Extras for the project's own development, not for users: not in the table.
 DEV_EXTRAS = {"dev"}
 
 
@@ -61,8 +63,8 @@ def _all_requirements() -> list[Requirement]:
 
 
 def _table() -> dict[str, tuple[Version, Version]]:
-    start = README.index("<!-- supported-versions")
-    lines = README[start:].splitlines()[1:]
+    start = PAGE.index("<!-- supported-versions")
+    lines = PAGE[start:].splitlines()[1:]
     assert lines[0].startswith("| dependency | lowest tested | newest tested"), lines[0]
     rows: dict[str, tuple[Version, Version]] = {}
     for line in lines[2:]:
@@ -77,7 +79,7 @@ def test_table_lists_every_user_facing_requirement() -> None:
     table, declared = _table(), _user_requirements()
     missing = sorted(set(declared) - set(table))
     assert not missing, (
-        f"README 'Supported versions' needs a row for {missing} "
+        f"docs/supported-versions.md needs a row for {missing} "
         "(lowest tested = the pyproject.toml floor, checked by make test-min)"
     )
     assert not set(table) - set(declared), f"rows for undeclared {set(table) - set(declared)}"
@@ -87,7 +89,9 @@ def test_table_lists_every_user_facing_requirement() -> None:
 def test_row_matches_pyproject(key: str) -> None:
     req = _user_requirements()[key]
     lowest, newest = _table()[key]
-    assert lowest == _floor(req), f"{key}: README says {lowest}, pyproject.toml {req.specifier}"
+    assert lowest == _floor(req), (
+        f"{key}: docs/supported-versions.md says {lowest}, pyproject.toml {req.specifier}"
+    )
     assert newest >= lowest
     assert req.specifier.contains(newest), f"{key}: {newest} is outside {req.specifier}"
 
@@ -123,7 +127,7 @@ def test_installed_versions(req: Requirement) -> None:
 
 
 def test_section_says_how_to_run_it() -> None:
-    assert "`make test-min`" in README.split("## Supported versions", 1)[1]
+    assert "`make test-min`" in PAGE
 
 
 def test_dependency_instances_carry_real_annotations() -> None:

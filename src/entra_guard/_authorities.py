@@ -5,7 +5,7 @@
 then validates everything (signature with its own keys, issuer, audience,
 ...). Lying in ``iss`` gains nothing: the token is checked against the keys
 of the authority it names. No authority claims the issuer: 401
-``invalid_issuer``. README "Several authorities on one API".
+``invalid_issuer``. docs/customer-identities.md "Several authorities on one API".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ B2C publishes discovery and keys per user flow / custom policy
 with the same single-flight, refresh and last-known-good rules as a tenant's
 (``MetadataCache(policy=...)``). The token's ``tfp`` (legacy: ``acr``) only
 *chooses* which policy's keys check the signature; a policy that is not
-configured is never fetched (README "Customer identities: External ID and B2C").
+configured is never fetched (docs/customer-identities.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A token names the client application it was issued to (``azp`` in v2,
 ``appid`` in v1: ``Principal.app_id``). APIs with several clients (a SPA, a
 mobile app, a daemon) often allow a sensitive route to only some of them;
 with ``ENTRA_ALLOW_ACL_TOKENS`` such a list is the caller check the app owns
-(README "Step-up and client controls").
+(docs/step-up.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Shims that keep the oldest supported dependency versions working.
 
-README "Supported versions" lists the floors. Each shim names the release that
+docs/supported-versions.md lists the floors. Each shim names the release that
 makes it unnecessary: raising that floor past it means deleting the shim.
 """
 

@@ -1,4 +1,4 @@
-"""The API's own client credential at the token endpoint (README "Calling downstream APIs").
+"""The API's own client credential at the token endpoint (docs/downstream.md).
 
 One credential serves every token request entra-guard makes for the API:
 on-behalf-of grants and the Graph app token of the groups overage. Three

@@ -6,7 +6,7 @@ FastAPI's ``/docs`` loads Swagger UI from a CDN: on a machine without internet
 access (CI, many corporate networks) it is a blank page. This replaces that
 page with the same one linking to the files of the ``swagger-ui-bundle-v2``
 package (extra ``entra-guard[swagger-ui]``), mounted under ``assets_path``.
-``cdn=True`` keeps FastAPI's page. See README "Swagger UI offline".
+``cdn=True`` keeps FastAPI's page. See docs/getting-started.md "Swagger UI offline".
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""FastAPI dependencies that call downstream APIs as the caller (README "Calling downstream
-APIs (on-behalf-of)").
+"""FastAPI dependencies that call downstream APIs as the caller (docs/downstream.md).
 
     @app.get("/me/graph")
     async def me(graph: httpx.AsyncClient = Depends(downstream_client(GRAPH, scopes=[...]))):
@@ -17,7 +16,7 @@ again with the claims.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI before 0.123.7 does not
-# resolve string annotations of a callable instance (README "Supported versions").
+# resolve string annotations of a callable instance (docs/supported-versions.md).
 
 import re
 from collections.abc import AsyncGenerator, Generator, Sequence
@@ -131,7 +130,7 @@ def _caller(scope: Scope) -> tuple[EntraAuth, bytes, Principal]:
 
 class downstream_token:  # a dependency factory, named like a function
     """``Depends(downstream_token("https://graph.microsoft.com/User.Read"))``: the caller's
-    on-behalf-of token for those scopes (README "Calling downstream APIs")."""
+    on-behalf-of token for those scopes (docs/downstream.md)."""
 
     def __init__(self, *scopes: str) -> None:
         self.scopes = normalize_scopes(scopes)

@@ -1,6 +1,6 @@
 """Every way a request can be refused, as one exception type with a stable code.
 
-The codes and statuses are part of the public contract (README "Codes"); the
+The codes and statuses are part of the public contract (docs/troubleshooting.md "Codes"); the
 response shape follows RFC 6750 so clients can react to ``WWW-Authenticate``.
 Nothing here ever includes the token itself.
 """
@@ -30,11 +30,11 @@ ErrorCode = Literal[
     "guest_not_allowed",
     "idp_unavailable",
     "groups_unavailable",
-    # Downstream calls on behalf of the caller (README "Calling downstream APIs").
+    # Downstream calls on behalf of the caller (docs/downstream.md).
     "insufficient_claims",
     "consent_required",
     "downstream_unavailable",
-    # Step-up and client controls (README "Step-up and client controls").
+    # Step-up and client controls (docs/step-up.md).
     "auth_context_required",
     "client_not_allowed",
 ]

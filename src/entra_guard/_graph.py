@@ -160,14 +160,14 @@ class GraphClient:
         cache: SharedCache | None = None,
     ) -> None:
         self.settings = settings
-        #: The API's client credential (README "Calling downstream APIs"); default: the secret.
+        #: The API's client credential (docs/downstream.md); default: the secret.
         self.credential = credential if credential is not None else load_credential(settings)
         self.http = http
         self.observer = observer or AuthObserver()
         self._clock = clock
         self.budget = budget
         #: Memberships, app tokens and throttling, shared by every worker when the cache
-        #: has a backend (README "Running several workers and replicas").
+        #: has a backend (docs/operations.md "Running several workers and replicas").
         self.cache = cache if cache is not None else graph_cache(settings, clock)
         self._owns_cache = cache is None
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_LOOKUPS)
@@ -232,7 +232,7 @@ class GraphClient:
 
     @staticmethod
     def _log(failure: Failure, tid: str, oid: str | None) -> Failure:
-        """The one log line of a failed look-up (README "Logging")."""
+        """The one log line of a failed look-up (docs/operations.md "Logging")."""
         logger.warning(
             "groups_unavailable: cause=%s tid=%s oid=%s: %s",
             failure.cause.name.lower(),
@@ -360,7 +360,7 @@ class GraphClient:
             self.observer.graph_call(ok=ok, seconds=time.perf_counter() - started)
 
     def _charged(self, response: httpx.Response) -> None:
-        """Graph's throttling signals, for the metrics (README "Metrics")."""
+        """Graph's throttling signals, for the metrics (docs/operations.md "Metrics")."""
         units: float | None
         try:
             units = float(response.headers.get("x-ms-resource-unit", ""))

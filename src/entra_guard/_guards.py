@@ -11,7 +11,7 @@ guard returns the ``Principal``::
 
 Guards compose: ``require_scopes("A") & require_tenants(T)`` (all of) and
 ``require_roles("Admin") | require_groups(G)`` (any of), or ``all_of(...)`` /
-``any_of(...)``. Failures raise ``AuthError`` (README "Codes"), which
+``any_of(...)``. Failures raise ``AuthError`` (docs/troubleshooting.md "Codes"), which
 ``EntraAuthMiddleware`` renders; on a WebSocket the guard accepts and closes
 the connection with code 1008 so browsers see the reason.
 
@@ -23,7 +23,7 @@ each route's scopes.
 
 # No ``from __future__ import annotations`` here: FastAPI before 0.123.7 does not
 # resolve string annotations of a callable instance, so it would take a guard's
-# ``connection: "HTTPConnection"`` for a query parameter (README "Supported versions").
+# ``connection: "HTTPConnection"`` for a query parameter (docs/supported-versions.md).
 
 import itertools
 from collections.abc import Callable, Iterable, MutableMapping

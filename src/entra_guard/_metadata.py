@@ -1,6 +1,6 @@
 """Tenant metadata: OpenID discovery (v1 + v2) and the signing keys, cached.
 
-Rules (README "Security model"):
+Rules (docs/security.md):
 - fetched lazily, single-flight: N concurrent cold requests cause one fetch
   of each document; nobody holds a lock across network I/O;
 - refreshed in the background every ``metadata_refresh`` while traffic flows
@@ -15,8 +15,8 @@ Rules (README "Security model"):
   the caller gets ``idp_unavailable`` and retries are spaced out;
 - a 404 on the v1 discovery document means "v1 not offered" (Entra External ID
   has none), not an outage; the v2 document stays required. A B2C policy's
-  cache (``policy=...``) reads only its policy's v2 document (README
-  "Customer identities: External ID and B2C").
+  cache (``policy=...``) reads only its policy's v2 document
+  (docs/customer-identities.md).
 
 Issuers and key URLs only ever come from the configured authority's documents,
 never from a token.
@@ -90,7 +90,7 @@ class MetadataCache:
     ) -> None:
         self._settings = settings
         #: The fleet's cache: a cold start reads the documents another worker fetched
-        #: (README "Running several workers and replicas"). Only with a shared backend.
+        #: (docs/operations.md "Running several workers and replicas"). Only with a shared backend.
         self._shared = shared if shared is not None and shared.shared else None
         #: The B2C policy whose documents this cache reads (``None``: the tenant's).
         self.policy = policy

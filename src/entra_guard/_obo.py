@@ -1,6 +1,6 @@
 """On-behalf-of grants: the caller's token exchanged for a downstream API's token.
 
-README "Calling downstream APIs (on-behalf-of)". One ``OboClient`` per
+docs/downstream.md. One ``OboClient`` per
 ``EntraAuth``:
 
     POST {authority}/{caller's tid}/oauth2/v2.0/token
@@ -11,7 +11,7 @@ README "Calling downstream APIs (on-behalf-of)". One ``OboClient`` per
 Results are cached per (sha256 of the incoming token, sorted scopes) until 5
 minutes before they expire; concurrent requests for one key share one grant;
 the cache is bounded (``ENTRA_OBO_CACHE_SIZE``). Entra's refusals become the
-README "Codes" answers (``insufficient_claims`` with the claims challenge,
+docs/troubleshooting.md "Codes" answers (``insufficient_claims`` with the claims challenge,
 ``consent_required``, ``token_expired``, ``downstream_unavailable``); Entra's
 own text and trace ids go to the log only. No token is ever logged, put in an
 exception or shown by a repr.
@@ -144,7 +144,7 @@ class OboClient:
         self.observer = observer or AuthObserver()
         self._clock = clock
         #: (sha256 of the incoming token, sorted scopes) -> downstream token; sealed when
-        #: shared (README "Running several workers and replicas").
+        #: shared (docs/operations.md "Running several workers and replicas").
         self.cache = (
             cache
             if cache is not None

@@ -1,6 +1,6 @@
 """Groups overage through an on-behalf-of token (``ENTRA_GROUPS_VIA_OBO``).
 
-README "Calling downstream APIs (on-behalf-of)", "Groups overage via OBO":
+docs/downstream.md, "Groups overage via OBO":
 instead of an app token with the application permission
 ``GroupMember.Read.All``, the caller's own token is exchanged for a Graph
 token with the delegated ``User.Read`` and Graph is asked

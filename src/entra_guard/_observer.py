@@ -51,7 +51,8 @@ class AuthObserver:
             self.authenticated(cached=cached, seconds=seconds)
 
     def rejected(self, code: str) -> None:
-        """A request was refused with ``code`` (a README "Codes" code: validation or guard)."""
+        """A request was refused with ``code`` (validation or guard; docs/troubleshooting.md
+        "Codes")."""
 
     def token_cache(self, *, hit: bool) -> None:
         """The verified-token cache was consulted for a token: ``hit`` or miss."""

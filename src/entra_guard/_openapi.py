@@ -197,7 +197,7 @@ def _patch(
 def _describe(operation: dict[str, Any], guards: list[Guard], settings: EntraSettings) -> None:
     """Requirements scopes cannot express (authentication context, client apps): an
     ``x-entra-*`` extension and a sentence in the description, from the guards'
-    ``openapi_extension``/``openapi_note`` (README "Step-up and client controls")."""
+    ``openapi_extension``/``openapi_note`` (docs/step-up.md)."""
     stack, notes = list(reversed(guards)), []
     while stack:
         guard = stack.pop()

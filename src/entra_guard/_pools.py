@@ -1,6 +1,6 @@
 """Pooled ``httpx`` clients for downstream APIs, one per base URL, owned by ``EntraAuth``.
 
-Requests get cheap per-request views of them (README "Calling downstream APIs").
+Requests get cheap per-request views of them (docs/downstream.md).
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@
   /.well-known/oauth-protected-resource`` (also under the ASGI ``root_path``)
   and gives every 401 challenge ``resource_metadata="<absolute URL>"``, so an
   OAuth client (an MCP client, say) that only knows the API's URL finds the
-  authorization server and the scopes to request (README "Step-up and client
-  controls").
+  authorization server and the scopes to request (docs/step-up.md).
 
 The absolute URL comes from the request as the server saw it: ``scope["scheme"]``
 (which uvicorn's proxy-headers middleware sets from ``X-Forwarded-Proto`` only

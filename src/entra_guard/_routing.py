@@ -33,7 +33,7 @@ from ._guards import Guard
 
 #: FastAPI before 0.137 includes a router by building new routes from each route's
 #: ``dependencies`` (newer FastAPI keeps the route): there they must still list the
-#: guards, or the included copy would run without them (README "Supported versions").
+#: guards, or the included copy would run without them (docs/supported-versions.md).
 _INCLUDE_COPIES_ROUTES = not hasattr(fastapi.routing, "_IncludedRouter")
 
 

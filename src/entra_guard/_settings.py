@@ -26,7 +26,7 @@ MULTI_TENANT_IDS = frozenset({"organizations", "common"})
 SUPPORTED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
 TOKEN_VERSIONS = frozenset({"1.0", "2.0"})
 #: A tenant's domain name (``contoso.onmicrosoft.com``, ``login.contoso.com``): lower-case
-#: DNS labels, at least two of them (README "Customer identities: External ID and B2C").
+#: DNS labels, at least two of them (docs/customer-identities.md).
 DOMAIN_RE = re.compile(
     r"\A(?=.{4,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?\Z"
 )
@@ -77,7 +77,7 @@ _UNSAFE_RE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 def encryption_keys(value: str) -> list[bytes]:
     """``ENTRA_CACHE_ENCRYPTION_KEY``: base64 of 32 random bytes, comma-separated, newest
-    first (README "Running several workers and replicas")."""
+    first (docs/operations.md "Running several workers and replicas")."""
     keys = []
     for item in value.split(","):
         try:
@@ -209,7 +209,7 @@ class EntraSettings(SettingsBase):
     public_client_id: str | None = Field(
         default=None, description="Public (SPA) client id for the Swagger UI sign-in."
     )
-    # Step-up and resource metadata (README "Step-up and client controls").
+    # Step-up and resource metadata (docs/step-up.md).
     auth_contexts: dict[str, str] = Field(
         default_factory=dict,
         description="Names for Conditional Access authentication contexts: `{name: c1..c99}`.",
@@ -229,7 +229,7 @@ class EntraSettings(SettingsBase):
     http_proxy: str | None = Field(default=None, description="Proxy URL for outbound calls.")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for outbound TLS.")
     tls_verify: bool = Field(default=True, description="Verify TLS certificates (keep it on).")
-    # Calling downstream APIs on behalf of the caller (README "Calling downstream APIs").
+    # Calling downstream APIs on behalf of the caller (docs/downstream.md).
     client_certificate_path: str | None = Field(
         default=None,
         description="PEM file with the API's private key and certificate (client assertion).",
@@ -439,7 +439,7 @@ class EntraSettings(SettingsBase):
     @property
     def tenant_is_domain(self) -> bool:
         """``ENTRA_TENANT_ID`` is a domain name: the tenant GUID then comes from the
-        issuer in the metadata (README "Customer identities: External ID and B2C")."""
+        issuer in the metadata (docs/customer-identities.md)."""
         return DOMAIN_RE.fullmatch(self.tenant_id) is not None
 
     @property

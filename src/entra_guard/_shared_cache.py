@@ -1,6 +1,6 @@
 """One cache for every worker and replica: an in-process L1 in front of a shared backend.
 
-What is shared (README "Running several workers and replicas"): groups-overage
+What is shared (docs/operations.md "Running several workers and replicas"): groups-overage
 memberships, Graph app tokens, on-behalf-of tokens (sealed with AES-GCM) and,
 optionally, metadata documents. The verified-token cache stays per process.
 
@@ -485,7 +485,7 @@ SEALED_KINDS = frozenset({"obo", "graph-token"})
 def shared_cache_for(
     settings: EntraSettings, observer: AuthObserver, clock: Callable[[], float]
 ) -> SharedCache:
-    """The cache ``EntraAuth`` owns, from ``ENTRA_CACHE_*`` (README "Settings")."""
+    """The cache ``EntraAuth`` owns, from ``ENTRA_CACHE_*`` (docs/settings.md)."""
     url = settings.cache_url.get_secret_value() if settings.cache_url else None
     key = settings.cache_encryption_key
     return build_shared_cache(

@@ -4,7 +4,7 @@ An admin ties a stronger sign-in (MFA, a compliant device, ...) to an
 *authentication context* (``c1``...``c99``) in Conditional Access; Entra lists
 the contexts a sign-in satisfied in the token's ``acrs`` claim. A route that
 needs one refuses tokens without it, in the way the client can act on
-(README "Step-up and client controls"):
+(docs/step-up.md):
 
 - the client declared it can answer claims challenges (``xms_cc`` holds
   ``cp1``): 401 ``insufficient_claims`` whose ``WWW-Authenticate`` carries the
@@ -140,7 +140,8 @@ class AuthContextGuard(Guard):
         )
 
     def openapi_extension(self, settings: EntraSettings) -> dict[str, list[str]]:
-        """``x-entra-auth-context``: the ids a token's ``acrs`` may hold (README "OpenAPI")."""
+        """``x-entra-auth-context``: the ids a token's ``acrs`` may hold (docs/step-up.md
+        "In OpenAPI")."""
         return {"x-entra-auth-context": list(self.resolve(settings))}
 
     def openapi_note(self, settings: EntraSettings) -> str:

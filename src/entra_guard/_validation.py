@@ -1,8 +1,8 @@
-"""Token validation: one ordered table of named rules (README "Security model").
+"""Token validation: one ordered table of named rules (docs/security.md).
 
 ``RULES`` is the only place the order and the text of the rules live.
 ``TokenValidator`` runs it for the middleware; ``entra-guard inspect`` runs the
-very same table (README "`entra-guard inspect`") and only adds expected/got
+very same table (docs/troubleshooting.md "`entra-guard inspect`") and only adds expected/got
 values and a hint per rule name, so the two can never disagree.
 
 The rules share a small ``Context``: ``format`` decodes all three segments
@@ -11,8 +11,7 @@ key, ``signature`` verifies it and only then copies the payload into
 ``claims``, which every later rule reads. No claim is used for any decision or
 look-up before the signature holds, but one: a B2C token's ``tfp``/``acr`` picks
 which *configured* policy's keys check it (``policy``), and ``policy_match``
-confirms it once the signature holds (README "Customer identities: External ID
-and B2C").
+confirms it once the signature holds (docs/customer-identities.md).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from ._errors import AuthError, ErrorCode
 from ._metadata import MetadataCache, TenantMetadata
 from ._settings import GUID_RE, EntraSettings
 
-#: Largest token we look at (README "Settings"); bigger ones are refused unparsed.
+#: Largest token we look at (docs/security.md, step 1); bigger ones are refused unparsed.
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
@@ -242,7 +241,7 @@ def rule_policy(v: TokenValidator, ctx: Context) -> None:
     """Where the keys come from: the tenant's metadata, or (B2C) the metadata of the
     configured policy the *unverified* ``tfp``/``acr`` names. Routing only, like the
     several-authorities ``iss``: a policy that is not configured is refused, never
-    fetched (README "Customer identities: External ID and B2C")."""
+    fetched (docs/customer-identities.md)."""
     if v.policies is None:
         ctx.source = v.metadata
         return
@@ -416,7 +415,7 @@ def calling_app(claims: Mapping[str, Any]) -> Any:
 
 
 def rule_allowed_client_app(v: TokenValidator, ctx: Context) -> None:
-    """``allowed_client_apps`` (README "Settings"): empty allows every app."""
+    """``allowed_client_apps`` (docs/settings.md): empty allows every app."""
     assert ctx.claims is not None
     if not v.allowed_client_apps:
         return
@@ -433,7 +432,7 @@ RuleCheck = Callable[["TokenValidator", Context], Awaitable[None] | None]
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One named step: the codes it can refuse with (README "Validation rules")."""
+    """One named step: the codes it can refuse with (docs/security.md "Validation rules")."""
 
     name: str
     codes: tuple[ErrorCode, ...]

@@ -6,7 +6,7 @@
       "schema": "entra-guard.inspect/1",
       "valid": bool,
       "exit_code": 0 | 1 | 2,
-      "code": str | null,          # the code the API would return (README "Codes")
+      "code": str | null,          # the code the API would return (docs/troubleshooting.md "Codes")
       "status": int | null,        # its HTTP status (401/403/503)
       "detail": str | null,        # the API's "detail" text
       "hint": str | null,          # the usual fix, one line

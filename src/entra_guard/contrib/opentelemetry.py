@@ -29,7 +29,7 @@ when there is one). On the current span (the request's): ``entra_guard.code`` an
 ``entra_guard.rejected`` event when the request is refused, ``enduser.id`` when the
 authenticate span has it, an ``entra_guard.key_refresh`` event on a key reload.
 Hooks never receive the token, so no span can carry it. Metrics mirror
-``PrometheusObserver`` (README "Tracing (OpenTelemetry)").
+``PrometheusObserver`` (docs/operations.md "Tracing (OpenTelemetry)").
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class _Tally(Generic[_Key]):
 
     An SDK ``Counter.add`` cleans and hashes its attributes on every call (several
     µs); an ``ObservableCounter`` reading these totals costs the request path one
-    dict update (README "Tracing (OpenTelemetry)", the benchmark 2c).
+    dict update (docs/operations.md "Tracing (OpenTelemetry)", the benchmark 2c).
     """
 
     def __init__(self, start: Mapping[_Key, _Attrs] | None = None) -> None:
@@ -274,7 +274,7 @@ class OpenTelemetryObserver(AuthObserver):
         self.authenticated_total.add(cached, _BY_CACHED[cached])
         if not cached:
             # Fresh verifications only: an SDK histogram record costs more than the
-            # cache hit it would time (README "Tracing (OpenTelemetry)"); the hits'
+            # cache hit it would time (docs/operations.md "Tracing (OpenTelemetry)"); the hits'
             # durations are on their spans.
             self.authentication_duration.record(seconds, _BY_CACHED[False])
 

@@ -12,25 +12,11 @@
 
 No global state: by default every observer owns a fresh ``CollectorRegistry``
 (pass ``registry=prometheus_client.REGISTRY`` to join the process-wide one).
-Labels are bounded: ``code`` is one of the codes of README "Codes", ``document`` is
-``v1``/``v2``/``jwks``; no tenant, user or token ever becomes a label.
+Labels are bounded: ``code`` is one of the codes of docs/troubleshooting.md "Codes",
+``document`` is ``v1``/``v2``/``jwks``; no tenant, user or token ever becomes a label.
 
-Metrics (``namespace`` defaults to ``entra_guard``):
-
-=======================================  =========  ===================================
-name                                     type       labels
-=======================================  =========  ===================================
-entra_guard_authenticated_total          counter    ``cached`` (true/false)
-entra_guard_authentication_seconds       histogram  ``cached``
-entra_guard_rejected_total               counter    ``code``
-entra_guard_token_cache_total            counter    ``result`` (hit/miss)
-entra_guard_metadata_fetches_total       counter    ``document``, ``outcome`` (ok/error)
-entra_guard_metadata_fetch_seconds       histogram  ``document``
-entra_guard_key_refreshes_total          counter    ``forced`` (true/false)
-entra_guard_graph_calls_total            counter    ``outcome`` (ok/error)
-entra_guard_graph_call_seconds           histogram  none
-entra_guard_groups_cache_total           counter    ``result`` (hit/miss)
-=======================================  =========  ===================================
+The metrics (``namespace`` defaults to ``entra_guard``), their types and labels:
+docs/operations.md "Metrics", whose table is checked against this class.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ groups, overage and an auth context, and get redirected back with a one-time
 code, redeemed at the token endpoint with PKCE (S256 only). What it checks is
 what Entra checks for a public client: a registered ``client_id``, an exact
 ``redirect_uri`` (any port for a loopback one, RFC 8252 §7.3), ``state``,
-PKCE, one-time and short-lived codes. See README "Browser tests of your own API".
+PKCE, one-time and short-lived codes. See docs/testing.md "Browser tests of your own API".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fakes of the customer-identity authorities: Entra External ID and Azure AD B2C.
 
 They serve the documents and mint the token shapes of the real services
-(README "Customer identities: External ID and B2C"), so an API under test runs
+(docs/customer-identities.md), so an API under test runs
 its real validation path:
 
 - External ID (``https://<subdomain>.ciamlogin.com``): v2 discovery only (the

@@ -198,7 +198,7 @@ class FakeGraph:
         units = "1" if "$select" in query else "2"
         return JSONResponse(body, headers={"x-ms-resource-unit": units})
 
-    # -- delegated calls with on-behalf-of tokens (README "Calling downstream APIs") --
+    # -- delegated calls with on-behalf-of tokens (docs/downstream.md) --
 
     def _init_delegated(self) -> None:
         self._cae_challenges = 0

@@ -133,7 +133,7 @@ class FakeEntraID(OboTokenEndpoint):
         self.issued_app_tokens: dict[str, tuple[str, str, float]] = {}
         self.app_token_lifetime = 3600
         self._lock = threading.Lock()
-        #: Sign-in for browsers (README "Browser tests of your own API").
+        #: Sign-in for browsers (docs/testing.md "Browser tests of your own API").
         self.authorization = AuthorizationServer(self)
         self._init_obo()
         self.app = Starlette(

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 def _websocket_protocol() -> str:
     """uvicorn's sans-I/O websockets protocol where it has one (0.35 and newer, its default
     from 0.50): the older one warns on every connection with websockets 13 and newer,
-    which fails a test run that turns warnings into errors (README "Supported versions")."""
+    which fails a test run that turns warnings into errors (docs/supported-versions.md)."""
     try:
         import uvicorn.protocols.websockets.websockets_sansio_impl  # noqa: F401
     except ImportError:
