@@ -31,7 +31,7 @@ from ._docs import (
     table_after,
 )
 
-#: DESIGN.md §4: the fixed codes every troubleshooting table must explain.
+#: The first release's fixed codes (a deliberate copy: renaming one in _errors must fail here).
 CONTRACT_CODES = {
     "missing_token": 401,
     "malformed_token": 401,

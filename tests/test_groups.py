@@ -1,4 +1,4 @@
-"""Groups overage through Microsoft Graph (DESIGN.md §3.8), over HTTP: the sample API's
+"""Groups overage through Microsoft Graph (docs/groups-overage.md), over HTTP: the sample API's
 /finance route, the fake Entra ID's token endpoint and the fake Graph, all in process."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The sample API's guarded routes (DESIGN.md §6) over HTTP: who passes, who is refused, why."""
+"""The sample API's guarded routes (docs/getting-started.md "The sample API's routes")
+over HTTP: who passes, who is refused, why."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Metadata and key handling under load and outages (DESIGN.md §3.3, §3.7, §7)."""
+"""Metadata and key handling under load and outages (docs/security.md "Key rollover:
+timing guarantees", docs/operations.md)."""
 
 from __future__ import annotations
 

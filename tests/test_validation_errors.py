@@ -1,4 +1,5 @@
-"""Every validation error code of DESIGN.md §4, provoked over HTTP against the sample API."""
+"""Every validation error code (docs/troubleshooting.md "Codes"), provoked over HTTP
+against the sample API."""
 
 from __future__ import annotations
 

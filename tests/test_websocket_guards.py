@@ -1,4 +1,4 @@
-"""Guards on WebSocket routes (DESIGN.md §3.11): a refused handshake closes with 1008.
+"""Guards on WebSocket routes (docs/guards.md, WebSockets): a refused handshake closes with 1008.
 
 Uses the ``websockets`` client library against the sample API's ``/ws/items``
 (same guard as ``GET /items``) and an app with a group guard.
