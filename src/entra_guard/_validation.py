@@ -92,7 +92,8 @@ class Context:
 class ValidatedToken:
     """Claims that passed every rule, and what they were checked against."""
 
-    claims: Mapping[str, Any]
+    #: The payload decoded for this token alone (no copy is shared with anything else).
+    claims: dict[str, Any]
     version: str
     key: SigningKey
     #: ``exp`` as a Unix timestamp.

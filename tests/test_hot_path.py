@@ -1,0 +1,99 @@
+"""The per-token fast paths give the same answers as the plain ones (README "Benchmarks")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from entra_guard import AuthError, AuthObserver, EntraAuth, EntraSettings, Principal
+from entra_guard._principal import principal_from_verified
+from entra_guard.testing import FakeEntraID
+
+
+def test_guid_and_name_sets_lower_case_and_skip_what_is_not_a_string(
+    fake_entra: FakeEntraID,
+) -> None:
+    claims = fake_entra.claims() | {
+        "groups": ["AbC-1", "def-2", 3, None, {"x": 1}, "ΑΣ"],
+        "wids": ["62E90394-69F5-4237-9190-012177145E10", ["nested"]],
+        "roles": ["Admin", 1, "Reader"],
+    }
+    principal = Principal.from_claims(claims, "2.0")
+    assert principal.groups == {"abc-1", "def-2", "ας"}
+    assert principal.wids == {"62e90394-69f5-4237-9190-012177145e10"}
+    assert principal.roles == {"Admin", "Reader"}
+    assert principal.auth_scopes == tuple(
+        sorted([*(f"scp:{s}" for s in principal.scopes), "role:Admin", "role:Reader"])
+    )
+
+
+def test_lower_case_guids_are_kept_as_sent_and_empty_lists_are_empty(
+    fake_entra: FakeEntraID,
+) -> None:
+    groups = ["eeeeeeee-1111-2222-3333-ffffffffffff", "aaaaaaaa-1111-2222-3333-bbbbbbbbbbbb"]
+    claims = fake_entra.claims(groups=groups) | {"wids": [], "roles": []}
+    principal = Principal.from_claims(claims, "2.0")
+    assert principal.groups == set(groups)
+    # One string per GUID in a cached principal, not the claim's and a lower-cased copy.
+    assert {id(g) for g in principal.groups} == {id(g) for g in claims["groups"]}
+    assert principal.wids == principal.roles == frozenset()
+
+
+def test_from_claims_copies_and_the_verified_path_wraps_its_own_dict(
+    fake_entra: FakeEntraID,
+) -> None:
+    claims: dict[str, Any] = fake_entra.claims(groups=["EEEEEEEE-1111-2222-3333-FFFFFFFFFFFF"])
+    copied = Principal.from_claims(claims, "2.0")
+    claims["injected"] = "later"
+    assert "injected" not in copied.claims
+
+    owned = dict(claims)
+    verified = principal_from_verified(owned, "2.0", tenant_id=None, issuer=None, policy=None)
+    assert verified == Principal.from_claims(owned, "2.0")
+    assert verified.auth_scopes == Principal.from_claims(owned, "2.0").auth_scopes
+    assert dict(verified.claims) == owned
+    with pytest.raises(TypeError):
+        verified.claims["oid"] = "someone else"  # type: ignore[index]
+
+
+class Recorder(AuthObserver):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def token_cache(self, *, hit: bool) -> None:
+        self.events.append(("token_cache", hit))
+
+    def authentication(self, *, cached: bool, seconds: float, **kwargs: Any) -> None:
+        self.events.append(("authentication", cached))
+        assert seconds >= 0
+
+
+@pytest.mark.over_sockets  # the engine alone, with its own HTTP client
+async def test_without_a_result_cache_every_token_is_verified(
+    fake_entra: FakeEntraID, fake_entra_url: str
+) -> None:
+    recorder = Recorder()
+    settings = fake_entra.settings(fake_entra_url, token_cache_size=0)
+    async with EntraAuth(settings, observer=recorder) as auth:
+        token = fake_entra.token()
+        first, second = await auth.authenticate(token), await auth.authenticate(token)
+        assert first == second and first is not second
+        with pytest.raises(AuthError) as refused:
+            await auth.authenticate(token[:-4] + ("AAAA" if token[-4:] != "AAAA" else "BBBB"))
+        assert refused.value.code == "invalid_signature"
+        assert len(auth._verified) == 0
+    assert recorder.events == [("token_cache", False), ("authentication", False)] * 3
+
+
+@pytest.mark.over_sockets
+async def test_the_default_observer_path_caches_and_still_refuses(
+    entra_settings: EntraSettings, fake_entra: FakeEntraID
+) -> None:
+    async with EntraAuth(entra_settings) as auth:
+        assert type(auth.observer) is AuthObserver
+        token = fake_entra.token()
+        first = await auth.authenticate(token)
+        assert await auth.authenticate(token) is first
+        with pytest.raises(AuthError):
+            await auth.authenticate(fake_entra.token(expires_in=-3600))
