@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, dataclass, fields
 from typing import Any
 
 import pytest
 
 from entra_guard import AuthError, AuthObserver, EntraAuth, EntraSettings, Principal
-from entra_guard._principal import principal_from_verified
+from entra_guard._principal import INIT_FIELDS, principal_from_verified
 from entra_guard.testing import FakeEntraID
 
 
@@ -97,3 +98,50 @@ async def test_the_default_observer_path_caches_and_still_refuses(
         assert await auth.authenticate(token) is first
         with pytest.raises(AuthError):
             await auth.authenticate(fake_entra.token(expires_in=-3600))
+
+
+def test_the_fast_construction_sets_every_field_as_the_constructor_does(
+    fake_entra: FakeEntraID,
+) -> None:
+    group, wid = "eeeeeeee-1111-2222-3333-ffffffffffff", "62e90394-69f5-4237-9190-012177145e10"
+    claims = fake_entra.claims(scopes=["B", "A"], roles=["R"], groups=[group], wids=[wid])
+    claims |= {"idp": "https://sts.windows.net/other/", "acct": 1}  # a guest, not overage
+    built = principal_from_verified(dict(claims), "2.0", tenant_id=None, issuer=None, policy=None)
+    expected = Principal(
+        tenant_id=claims["tid"],
+        object_id=claims["oid"],
+        subject=claims["sub"],
+        app_id=claims["azp"],
+        is_app_only=False,
+        scopes=frozenset({"A", "B"}),
+        roles=frozenset({"R"}),
+        groups=frozenset({group}),
+        groups_overage=False,
+        wids=frozenset({wid}),
+        token_version="2.0",
+        name="Ada Lovelace",
+        preferred_username="ada@contoso.example",
+        is_guest=True,
+        claims=claims,
+        issuer=claims["iss"],
+        policy=None,
+    )
+    assert type(built) is Principal
+    assert [f.name for f in fields(Principal) if f.init] == list(INIT_FIELDS)
+    for f in fields(Principal):
+        assert getattr(built, f.name) == getattr(expected, f.name), f.name
+    assert built == expected
+    with pytest.raises(FrozenInstanceError):
+        built.scopes = frozenset({"Admin"})  # type: ignore[misc]
+
+
+def test_subclasses_are_built_by_their_own_constructor(fake_entra: FakeEntraID) -> None:
+    @dataclass(frozen=True, slots=True)
+    class Tagged(Principal):
+        tag: str = "mine"
+
+    claims = fake_entra.claims(app_only=True)
+    tagged = Tagged.from_claims(claims, "2.0")
+    assert type(tagged) is Tagged and tagged.tag == "mine"
+    assert tagged.is_app_only and tagged.auth_scopes == ("role:Items.Read.All",)
+    assert tagged == Tagged(**{name: getattr(tagged, name) for name in INIT_FIELDS})
