@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import FrozenInstanceError, dataclass, fields
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from entra_guard import AuthError, AuthObserver, EntraAuth, EntraSettings, Principal
 from entra_guard._principal import INIT_FIELDS, principal_from_verified
+from entra_guard._token_cache import digest_bytes, token_digest
 from entra_guard.testing import FakeEntraID
 
 
@@ -145,3 +147,10 @@ def test_subclasses_are_built_by_their_own_constructor(fake_entra: FakeEntraID) 
     assert type(tagged) is Tagged and tagged.tag == "mine"
     assert tagged.is_app_only and tagged.auth_scopes == ("role:Items.Read.All",)
     assert tagged == Tagged(**{name: getattr(tagged, name) for name in INIT_FIELDS})
+
+
+@pytest.mark.parametrize("length", [0, 1, 1999, 2000, 2001, 2575, 4000, 4001, 16 * 1024])
+def test_the_sliced_digest_is_the_sha256_of_the_whole_token(length: int) -> None:
+    token = "".join(chr(ord("a") + i % 26) for i in range(length))
+    expected = hashlib.sha256(token.encode()).digest()
+    assert token_digest(token) == digest_bytes(token.encode()) == expected

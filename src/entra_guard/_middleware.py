@@ -179,7 +179,14 @@ class EntraAuthMiddleware:
                 # scope, which holds the error: a reference cycle per refused request,
                 # left to the cyclic GC (full collections of ~35 ms under a bad-token load).
                 error = exc.with_traceback(None)
-        self._store(scope, principal, error)
+        scope[PRINCIPAL_KEY] = principal
+        scope[ERROR_KEY] = error
+        if principal is not None:
+            scope["user"] = principal
+            scope["auth"] = AuthCredentials(principal.auth_scopes)  # ``credentials``
+        else:
+            scope["user"] = _ANONYMOUS
+            scope["auth"] = _NO_CREDENTIALS
 
         started = False
 
@@ -198,17 +205,6 @@ class EntraAuthMiddleware:
                 await self.reject(scope, send, exc)
             finally:
                 exc.__traceback__ = None  # same cycle as above (guard frame -> scope -> error)
-
-    @staticmethod
-    def _store(scope: Scope, principal: Any, error: AuthError | None) -> None:
-        scope[PRINCIPAL_KEY] = principal
-        scope[ERROR_KEY] = error
-        if principal is not None:
-            scope["user"] = principal
-            scope["auth"] = credentials(principal)
-        else:
-            scope["user"] = _ANONYMOUS
-            scope["auth"] = _NO_CREDENTIALS
 
     async def reject(self, scope: Scope, send: Send, exc: AuthError) -> None:
         """Send the refusal: JSON + RFC 6750 headers, or a 1008 WebSocket close."""

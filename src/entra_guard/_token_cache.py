@@ -20,16 +20,17 @@ V = TypeVar("V")
 #: release and re-acquire cost more than the hashing (measured: ~5 us vs ~2 us per
 #: request inside a FastAPI app), so the token is fed in smaller slices.
 _DIGEST_SLICE = 2000
+_sha256 = hashlib.sha256
 
 
 def digest_bytes(data: bytes) -> bytes:
     """SHA-256 of a token's bytes: the key of every per-token cache (tokens are not kept)."""
     if len(data) < _DIGEST_SLICE:
-        return hashlib.sha256(data).digest()
-    view = memoryview(data)
-    digest = hashlib.sha256()
-    for start in range(0, len(view), _DIGEST_SLICE):
-        digest.update(view[start : start + _DIGEST_SLICE])
+        return _sha256(data).digest()
+    # Slices of bytes, not of a memoryview: a 2 KB copy costs less than the views.
+    digest = _sha256(data[:_DIGEST_SLICE])
+    for start in range(_DIGEST_SLICE, len(data), _DIGEST_SLICE):
+        digest.update(data[start : start + _DIGEST_SLICE])
     return digest.digest()
 
 
