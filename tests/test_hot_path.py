@@ -10,7 +10,7 @@ import pytest
 
 from entra_guard import AuthError, AuthObserver, EntraAuth, EntraSettings, Principal
 from entra_guard._principal import INIT_FIELDS, principal_from_verified
-from entra_guard._token_cache import digest_bytes, token_digest
+from entra_guard._token_cache import VerifiedTokenCache, digest_bytes, entry_cost, token_digest
 from entra_guard.testing import FakeEntraID
 
 
@@ -154,3 +154,27 @@ def test_the_sliced_digest_is_the_sha256_of_the_whole_token(length: int) -> None
     token = "".join(chr(ord("a") + i % 26) for i in range(length))
     expected = hashlib.sha256(token.encode()).digest()
     assert token_digest(token) == digest_bytes(token.encode()) == expected
+
+
+def test_the_result_cache_keeps_its_byte_count_exact_through_replacement_and_eviction() -> None:
+    cache: VerifiedTokenCache[str] = VerifiedTokenCache(3, max_bytes=3 * entry_cost(1000))
+    lengths: dict[bytes, int] = {}
+
+    def put(key: bytes, length: int) -> None:
+        cache.set(key, key.hex(), expires_at=100.0, token_length=length)
+        lengths[key] = length
+        present = [k for k in lengths if k in cache._data]
+        assert cache.total_bytes == sum(entry_cost(lengths[k]) for k in present)
+        assert cache.total_bytes <= cache.max_bytes and len(cache) <= cache.max_entries
+
+    put(b"a", 1000)
+    put(b"b", 10)
+    put(b"c", 10)
+    put(b"b", 500)  # replaced, not added
+    assert len(cache) == 3 and cache.get(b"b", 0.0) == b"b".hex()
+    put(b"d", 10)  # over the count: the least recently used ("a") goes
+    assert cache.get(b"a", 0.0) is None
+    put(b"e", 2900)  # over the bytes: as many as needed go
+    assert cache.get(b"e", 0.0) == b"e".hex() and len(cache) < 3
+    cache.set(b"f", "too large", expires_at=100.0, token_length=10**6)  # never stored
+    assert cache.get(b"f", 0.0) is None

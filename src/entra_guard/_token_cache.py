@@ -79,17 +79,17 @@ class VerifiedTokenCache(Generic[V]):
         return item[2]
 
     def set(self, key: bytes, value: V, expires_at: float, token_length: int) -> None:
-        cost = entry_cost(token_length)
-        if self.max_entries <= 0 or cost > self.max_bytes:
+        cost = ENTRY_FIXED_BYTES + ENTRY_BYTES_PER_TOKEN_CHAR * token_length  # entry_cost
+        max_entries, max_bytes = self.max_entries, self.max_bytes
+        if max_entries <= 0 or cost > max_bytes:
             return
         data = self._data
         previous = data.pop(key, None)
-        if previous is not None:
-            self.total_bytes -= previous[1]
+        total = self.total_bytes + cost - (0 if previous is None else previous[1])
         data[key] = (expires_at, cost, value)
-        self.total_bytes += cost
-        while len(data) > self.max_entries or self.total_bytes > self.max_bytes:
-            self.total_bytes -= data.popitem(last=False)[1][1]
+        while len(data) > max_entries or total > max_bytes:
+            total -= data.popitem(last=False)[1][1]
+        self.total_bytes = total
 
     def pop(self, key: bytes) -> None:
         item = self._data.pop(key, None)
