@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import FrozenInstanceError, dataclass, fields
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from entra_guard import AuthError, AuthObserver, EntraAuth, EntraSettings, Principal
+from entra_guard._crypto import NonCanonicalBase64, b64url_decode
 from entra_guard._principal import INIT_FIELDS, principal_from_verified
 from entra_guard._token_cache import VerifiedTokenCache, digest_bytes, entry_cost, token_digest
 from entra_guard.testing import FakeEntraID
@@ -178,3 +180,21 @@ def test_the_result_cache_keeps_its_byte_count_exact_through_replacement_and_evi
     assert cache.get(b"e", 0.0) == b"e".hex() and len(cache) < 3
     cache.set(b"f", "too large", expires_at=100.0, token_length=10**6)  # never stored
     assert cache.get(b"f", 0.0) is None
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\x00", b"ab", b"abc", b"\xfb\xff\xfe" * 50, bytes(range(256))]
+)
+def test_base64url_round_trips(data: bytes) -> None:
+    segment = base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    assert b64url_decode(segment) == data
+
+
+@pytest.mark.parametrize(
+    "segment",
+    ["ab+c", "ab/c", "+abc", "abc/", "ab==", "abc=", "a=bc", "abcd====", "abc+", "ab c", "abé"],
+)
+def test_base64url_refuses_the_standard_alphabet_padding_and_strangers(segment: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        b64url_decode(segment)
+    assert not isinstance(refused.value, NonCanonicalBase64)

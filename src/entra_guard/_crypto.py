@@ -19,8 +19,9 @@ from typing import Any
 from jose import jwk as jose_jwk
 from jose.exceptions import JOSEError
 
-#: base64url -> standard alphabet, and the padding a segment of ``len % 4`` needs.
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+#: base64url -> standard alphabet (``+/=``, which base64url never has, -> ``!``, which
+#: no base64 has), and the padding a segment of ``len % 4`` needs.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 _PADDING = (b"", b"", b"==", b"=")
 _ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 #: Keys shorter than this are refused outright (NIST SP 800-131A).
@@ -40,13 +41,14 @@ def b64url_decode(segment: str) -> bytes:
     """Strict, canonical base64url (RFC 7515 §2): no padding, no foreign characters,
     unused bits zero.
 
-    Hot path (three calls per token): the standard-alphabet characters ``+/=``
-    are refused up front, then ``a2b_base64(strict_mode=True)`` refuses every
-    other character outside the alphabet; it does not look at the unused bits
-    of the last character, so that is checked here (``NonCanonicalBase64``).
+    Hot path (three calls per token): the translation to the standard alphabet also
+    turns the standard-only characters ``+/=`` into one that is in neither, so
+    ``a2b_base64(strict_mode=True)`` refuses them along with every other character
+    outside the alphabet; it does not look at the unused bits of the last character,
+    so that is checked here (``NonCanonicalBase64``).
     """
     remainder = len(segment) % 4
-    if remainder == 1 or "+" in segment or "/" in segment or "=" in segment:
+    if remainder == 1:
         raise ValueError("not base64url")
     if remainder and segment[-1] not in _CANONICAL_LAST[remainder]:
         if segment[-1] in _ALPHABET:

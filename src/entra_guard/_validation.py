@@ -311,18 +311,20 @@ def rule_lifetime(v: TokenValidator, ctx: Context) -> None:
 
 def rule_issuer(v: TokenValidator, ctx: Context) -> None:
     """``iss`` equals the metadata issuer for the token's ``tid``; sets the version."""
-    claims, metadata, settings = ctx.claims, ctx.metadata, v.settings
+    claims, metadata = ctx.claims, ctx.metadata
     assert claims is not None and metadata is not None
     iss, tid = claims.get("iss"), claims.get("tid")
     if not isinstance(iss, str) or not iss:
         raise AuthError("invalid_issuer", "The token has no 'iss' claim", reason="no_iss")
-    if tid is None and settings.is_b2c:
+    if tid is None and v.is_b2c:
         tid = metadata.tenant_id  # B2C tokens may lack tid: the issuer names the tenant
     if not isinstance(tid, str) or not GUID_RE.fullmatch(tid):
         raise AuthError(
             "invalid_issuer", "The token's 'tid' claim is missing or not a GUID", reason="tid"
         )
-    if not settings.multi_tenant and tid != expected_tenant(settings, metadata):
+    if not v.multi_tenant and tid != (
+        metadata.tenant_id if v.tenant_is_domain else v.settings.tenant_id
+    ):  # ``expected_tenant``, with the settings' answers kept by the validator
         raise AuthError(
             "invalid_issuer", "The token was issued for another tenant", reason="other_tenant"
         )
@@ -340,7 +342,7 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
         )
     ver = claims.get("ver")
     # B2C access tokens say "1.0" although they come from the v2 endpoints.
-    if ver is not None and ver != version and not (settings.is_b2c and ver == "1.0"):
+    if ver is not None and ver != version and not (v.is_b2c and ver == "1.0"):
         raise AuthError(
             "invalid_issuer", "The token's 'ver' does not match its issuer", reason="ver"
         )
@@ -397,7 +399,7 @@ def rule_scopes_or_roles(v: TokenValidator, ctx: Context) -> None:
         not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)
     ):
         raise _malformed("The 'roles' claim is not a list of strings", "claim_type")
-    if not (scp and scp.strip()) and not roles and not v.settings.allow_acl_tokens:
+    if not (scp and scp.strip()) and not roles and not v.allow_acl_tokens:
         raise AuthError(
             "missing_scope_or_role",
             "The token carries neither 'scp' nor 'roles' (an ID token, or no permission granted)",
@@ -504,6 +506,11 @@ class TokenValidator:
         self.audiences = frozenset(settings.audiences or ())
         self.allowed_tenants = frozenset(settings.allowed_tenants)
         self.allowed_client_apps = frozenset(a.lower() for a in settings.allowed_client_apps)
+        # Settings properties the rules ask per token (a regex match, a set look-up), once.
+        self.multi_tenant = settings.multi_tenant
+        self.tenant_is_domain = settings.tenant_is_domain
+        self.is_b2c = settings.is_b2c
+        self.allow_acl_tokens = settings.allow_acl_tokens
         self.header_cache: dict[str, dict[str, Any]] = {}
         self._issuer_paths: dict[str, frozenset[str]] = {}
         self._steps = tuple((rule.check, rule.is_async) for rule in RULES)
