@@ -266,7 +266,8 @@ async def rule_key(v: TokenValidator, ctx: Context) -> None:
         )
     source = ctx.source
     assert source is not None
-    ctx.key = await source.signing_key(ctx.kid, ctx.x5t)
+    key = source.known_key(ctx.kid, ctx.x5t)
+    ctx.key = key if key is not None else await source.signing_key(ctx.kid, ctx.x5t)
     ctx.metadata = source.current
 
 
