@@ -76,17 +76,6 @@ def unverified_kid(scope: Scope) -> str | None:
     return kid if isinstance(kid, str) else None
 
 
-def credentials(principal: Any) -> AuthCredentials:
-    """``request.auth``: ``scp:<scope>`` and ``role:<app role>``, never one bare namespace.
-
-    Entra permission names can exist as both (``User.Read.All``), so Starlette's
-    ``@requires("role:Admin")`` must not be satisfied by a delegated scope named
-    ``Admin`` (README "Use it in your API"). The names are built once per
-    ``Principal`` (``auth_scopes``), which the verified-token cache keeps.
-    """
-    return AuthCredentials(principal.auth_scopes)
-
-
 def excluded_path(path: str, prefixes: tuple[str, ...]) -> bool:
     """Whether ``path`` is one of ``prefixes`` or below one, by whole segments:
     ``/public`` covers ``/public`` and ``/public/x``, not ``/publications``."""
@@ -183,7 +172,12 @@ class EntraAuthMiddleware:
         scope[ERROR_KEY] = error
         if principal is not None:
             scope["user"] = principal
-            scope["auth"] = AuthCredentials(principal.auth_scopes)  # ``credentials``
+            # ``request.auth``: ``scp:<scope>`` and ``role:<app role>``, never one bare
+            # namespace: Entra permission names can exist as both (``User.Read.All``), so
+            # Starlette's ``@requires("role:Admin")`` must not be satisfied by a delegated
+            # scope named ``Admin`` (README "Use it in your API"). Built once per
+            # ``Principal`` (``auth_scopes``), which the verified-token cache keeps.
+            scope["auth"] = AuthCredentials(principal.auth_scopes)
         else:
             scope["user"] = _ANONYMOUS
             scope["auth"] = _NO_CREDENTIALS
