@@ -10,9 +10,15 @@ from typing import Any
 import pytest
 
 from entra_guard import AuthError, AuthObserver, EntraAuth, EntraSettings, Principal
-from entra_guard._crypto import NonCanonicalBase64, b64url_decode
+from entra_guard._crypto import NonCanonicalBase64, b64url_decode, build_signing_key
 from entra_guard._principal import INIT_FIELDS, principal_from_verified
-from entra_guard._token_cache import VerifiedTokenCache, digest_bytes, entry_cost, token_digest
+from entra_guard._token_cache import (
+    VerifiedTokenCache,
+    digest_bytes,
+    entry_cost,
+    token_digest,
+    token_digest_and_signing_hash,
+)
 from entra_guard.testing import FakeEntraID
 
 
@@ -102,6 +108,14 @@ async def test_the_default_observer_path_caches_and_still_refuses(
         assert await auth.authenticate(token) is first
         with pytest.raises(AuthError):
             await auth.authenticate(fake_entra.token(expires_in=-3600))
+        # The RS256 check of the digest taken in the same pass as the cache key: another
+        # payload under the same signature, or another signature, never verifies.
+        head, _, signature = token.split(".")
+        other_payload = fake_entra.token().split(".")[1]
+        for forged in (f"{head}.{other_payload}.{signature}", fake_entra.token()[:-8] + "AAAAAAAA"):
+            with pytest.raises(AuthError) as refused:
+                await auth.authenticate(forged)
+            assert refused.value.code == "invalid_signature"
 
 
 def test_the_fast_construction_sets_every_field_as_the_constructor_does(
@@ -198,3 +212,44 @@ def test_base64url_refuses_the_standard_alphabet_padding_and_strangers(segment: 
     with pytest.raises(ValueError) as refused:
         b64url_decode(segment)
     assert not isinstance(refused.value, NonCanonicalBase64)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "abc", ".", "a.", ".b", "a.b.c", "a" * 1999 + ".b", "a" * 2000 + ".b", "a" * 2001 + ".b",
+     "a" * 5000 + "." + "b" * 5000, "x" * 16384],
+)  # fmt: skip
+def test_one_pass_gives_the_token_digest_and_the_signing_input_hash(token: str) -> None:
+    digest, signing = token_digest_and_signing_hash(token)
+    assert digest == token_digest(token) == hashlib.sha256(token.encode()).digest()
+    assert signing.digest() == hashlib.sha256(token.rpartition(".")[0].encode()).digest()
+
+
+def test_rs256_checks_the_digest_of_the_signing_input_and_nothing_else(
+    fake_entra: FakeEntraID,
+) -> None:
+    jwk = {k: v for k, v in fake_entra.active_key.public_jwk.items() if k != "alg"}
+    key = build_signing_key(jwk, ("RS256", "RS384"))
+    assert key.rs256 is not None
+    token = fake_entra.token()
+    head, payload, signature_segment = token.split(".")
+    signing_input, signature = f"{head}.{payload}".encode(), b64url_decode(signature_segment)
+    _, state = token_digest_and_signing_hash(token)
+    assert key.verify("RS256", signing_input, signature, state)
+    assert key.verify("RS256", signing_input, signature)
+    other = fake_entra.token()
+    _, other_state = token_digest_and_signing_hash(other)
+    assert not key.verify("RS256", signing_input, signature, other_state)
+    tampered = bytes([signature[0] ^ 1]) + signature[1:]
+    assert not key.verify("RS256", signing_input, tampered, state)
+    assert not key.verify("RS256", signing_input, b"", state)
+    # Another algorithm never takes the SHA-256 shortcut: this RS256 signature does not
+    # verify under RS384, with or without the SHA-256 state.
+    assert not key.verify("RS384", signing_input, signature, state)
+    assert not key.verify("RS384", signing_input, signature)
+    pinned = build_signing_key({**jwk, "alg": "RS384"}, ("RS256", "RS384"))
+    assert pinned.rs256 is None
+    assert not pinned.verify("RS256", signing_input, signature, state)
+    only_rs384 = build_signing_key(jwk, ("RS384",))
+    assert only_rs384.rs256 is None
+    assert not only_rs384.verify("RS256", signing_input, signature, state)

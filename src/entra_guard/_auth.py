@@ -29,7 +29,7 @@ from ._pools import DownstreamClients
 from ._principal import Principal, principal_from_verified
 from ._settings import EntraSettings
 from ._shared_cache import shared_cache_for
-from ._token_cache import VerifiedTokenCache, token_digest
+from ._token_cache import VerifiedTokenCache, token_digest, token_digest_and_signing_hash
 from ._validation import TokenValidator
 
 logger = logging.getLogger("entra_guard")
@@ -123,8 +123,11 @@ class EntraAuth:
         started = time.perf_counter() if observed else 0.0
         # Only an ASCII token can be valid; anything else (lone surrogates included) goes
         # straight to the rules, which refuse it before anything encodes it.
+        signing_hash = None
         if digest is None and self._verified.max_entries > 0 and token.isascii():
-            digest = token_digest(token)  # no cache (``token_cache_size=0``): nothing to key
+            # No cache (``token_cache_size=0``): nothing to key. The pass that digests the
+            # token keeps the hash of its signing input for an RS256 check on a miss.
+            digest, signing_hash = token_digest_and_signing_hash(token)
         now = self.validator.now()
         if digest is not None:
             cached = self._verified.get(digest, now)
@@ -135,7 +138,9 @@ class EntraAuth:
         if observed:
             self.observer.token_cache(hit=False)
         try:
-            validated = await self.validator.validate(token, now, payload=payload)
+            validated = await self.validator.validate(
+                token, now, payload=payload, signing_hash=signing_hash
+            )
         except AuthError as exc:
             if observed:
                 self._observe(None, cached=False, started=started, code=exc.code)
