@@ -247,3 +247,29 @@ async def test_background_refresh_serves_stale_while_revalidating(
             cache.current.keys_by_kid[idp.active_key.kid] is first.keys_by_kid[idp.active_key.kid]
         )
         await cache.aclose()
+
+
+async def test_known_key_answers_without_a_fetch_and_starts_a_due_refresh(
+    fresh_idp: tuple[FakeEntraID, str],
+) -> None:
+    """The validator's fast path to the key (``known_key``) keeps ``signing_key``'s rules:
+    nothing before the first load, nothing for an unknown kid, and a refresh that is due
+    starts in the background while the current key answers."""
+    idp, url = fresh_idp
+    now = [1000.0]
+    async with httpx.AsyncClient(transport=transport_for(url)) as http:
+        cache = MetadataCache(idp.settings(url), http, clock=lambda: now[0])
+        kid = idp.active_key.kid
+        assert cache.known_key(kid, None) is None and hit_counts(idp)["jwks"] == 0
+        key = await cache.signing_key(kid, None)
+        assert cache.known_key(kid, None) is key
+        assert cache.known_key("invented", None) is None
+        assert hit_counts(idp) == {"v2": 1, "v1": 1, "jwks": 1}
+        now[0] += 86400 * 1.06  # past metadata_refresh (+ jitter)
+        assert cache.known_key(kid, None) is key
+        for _ in range(50):
+            if hit_counts(idp)["jwks"] == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert hit_counts(idp)["jwks"] == 2
+        await cache.aclose()

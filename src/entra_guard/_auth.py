@@ -26,10 +26,10 @@ from ._obo import OboClient, normalize_scopes
 from ._obo_groups import OboGroups
 from ._observer import AuthObserver
 from ._pools import DownstreamClients
-from ._principal import Principal
+from ._principal import Principal, principal_from_verified
 from ._settings import EntraSettings
 from ._shared_cache import shared_cache_for
-from ._token_cache import VerifiedTokenCache, token_digest
+from ._token_cache import VerifiedTokenCache, token_digest, token_digest_and_signing_hash
 from ._validation import TokenValidator
 
 logger = logging.getLogger("entra_guard")
@@ -117,23 +117,35 @@ class EntraAuth:
         """Validate ``token`` and return the caller; raises ``AuthError`` otherwise.
         ``digest`` (``token_digest(token)``) and ``payload`` (``decode_json_segment`` of its
         payload segment): when the caller has them already (the several-authorities router)."""
-        started = time.perf_counter()
+        # The default observer's hooks do nothing: then neither a clock nor a hook is
+        # called (most of what a cache hit would cost besides the digest).
+        observed = type(self.observer) is not AuthObserver
+        started = time.perf_counter() if observed else 0.0
         # Only an ASCII token can be valid; anything else (lone surrogates included) goes
         # straight to the rules, which refuse it before anything encodes it.
-        if digest is None and token.isascii():
-            digest = token_digest(token)
+        signing_hash = None
+        if digest is None and self._verified.max_entries > 0 and token.isascii():
+            # No cache (``token_cache_size=0``): nothing to key. The pass that digests the
+            # token keeps the hash of its signing input for an RS256 check on a miss.
+            digest, signing_hash = token_digest_and_signing_hash(token)
         now = self.validator.now()
         if digest is not None:
-            principal = self._cached(digest, now, started)
-            if principal is not None:
-                return principal
-        self.observer.token_cache(hit=False)
+            cached = self._verified.get(digest, now)
+            if cached is not None and self._key_is_current(cached[0], cached[1]):
+                if observed:
+                    self._observe_hit(cached[0], started)
+                return cached[0]
+        if observed:
+            self.observer.token_cache(hit=False)
         try:
-            validated = await self.validator.validate(token, now, payload=payload)
+            validated = await self.validator.validate(
+                token, now, payload=payload, signing_hash=signing_hash
+            )
         except AuthError as exc:
-            self._observe(None, cached=False, started=started, code=exc.code)
+            if observed:
+                self._observe(None, cached=False, started=started, code=exc.code)
             raise
-        principal = Principal.from_claims(
+        principal = principal_from_verified(
             validated.claims,
             validated.version,
             tenant_id=validated.tenant_id,
@@ -142,7 +154,8 @@ class EntraAuth:
         )
         if digest is not None:
             self._verified.set(digest, (principal, validated.key), validated.expires_at, len(token))
-        self._observe(principal, cached=False, started=started)
+        if observed:
+            self._observe(principal, cached=False, started=started)
         return principal
 
     def cached(self, digest: bytes, now: float) -> Principal | None:
@@ -150,20 +163,14 @@ class EntraAuth:
         its key is current; ``None`` otherwise (a miss is not counted). The several-
         authorities router asks this first (README "Several authorities on one API")."""
         cached = self._verified.get(digest, now)
-        if cached is None:
+        if cached is None or not self._key_is_current(cached[0], cached[1]):
             return None
-        return self._hit(cached, time.perf_counter())
-
-    def _cached(self, digest: bytes, now: float, started: float) -> Principal | None:
-        cached = self._verified.get(digest, now)
-        return None if cached is None else self._hit(cached, started)
-
-    def _hit(self, cached: tuple[Principal, SigningKey], started: float) -> Principal | None:
-        if not self._key_is_current(cached[0], cached[1]):
-            return None
-        self.observer.token_cache(hit=True)
-        self._observe(cached[0], cached=True, started=started)
+        self._observe_hit(cached[0], time.perf_counter())
         return cached[0]
+
+    def _observe_hit(self, principal: Principal, started: float) -> None:
+        self.observer.token_cache(hit=True)
+        self._observe(principal, cached=True, started=started)
 
     def _observe(
         self, principal: Principal | None, *, cached: bool, started: float, code: str | None = None

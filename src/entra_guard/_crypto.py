@@ -4,7 +4,10 @@ python-jose has a history of algorithm-confusion bugs, so it only ever sees
 input we have already checked: keys are built once from RSA JWKs (never from
 PEM strings or token headers), the algorithm is always named explicitly, and
 signatures are verified on bytes our own parser produced. Swapping the JOSE
-library means changing this file alone.
+library means changing this file alone. RS256 signatures whose digest the caller
+already has (the token digest's pass, README "Benchmarks") are checked by
+``cryptography`` directly, on the same key, and only where python-jose built an
+RS256 verifier for it.
 """
 
 from __future__ import annotations
@@ -16,15 +19,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.hashes import SHA256
 from jose import jwk as jose_jwk
 from jose.exceptions import JOSEError
 
-#: base64url -> standard alphabet, and the padding a segment of ``len % 4`` needs.
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+from ._token_cache import HashState
+
+#: base64url -> standard alphabet (``+/=``, which base64url never has, -> ``!``, which
+#: no base64 has), and the padding a segment of ``len % 4`` needs.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/!!!")
 _PADDING = (b"", b"", b"==", b"=")
 _ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 #: Keys shorter than this are refused outright (NIST SP 800-131A).
 MIN_RSA_BITS = 2048
+_PKCS1V15 = PKCS1v15()
+_PREHASHED_SHA256 = Prehashed(SHA256())
 
 
 class NonCanonicalBase64(ValueError):
@@ -40,13 +53,14 @@ def b64url_decode(segment: str) -> bytes:
     """Strict, canonical base64url (RFC 7515 §2): no padding, no foreign characters,
     unused bits zero.
 
-    Hot path (three calls per token): the standard-alphabet characters ``+/=``
-    are refused up front, then ``a2b_base64(strict_mode=True)`` refuses every
-    other character outside the alphabet; it does not look at the unused bits
-    of the last character, so that is checked here (``NonCanonicalBase64``).
+    Hot path (three calls per token): the translation to the standard alphabet also
+    turns the standard-only characters ``+/=`` into one that is in neither, so
+    ``a2b_base64(strict_mode=True)`` refuses them along with every other character
+    outside the alphabet; it does not look at the unused bits of the last character,
+    so that is checked here (``NonCanonicalBase64``).
     """
     remainder = len(segment) % 4
-    if remainder == 1 or "+" in segment or "/" in segment or "=" in segment:
+    if remainder == 1:
         raise ValueError("not base64url")
     if remainder and segment[-1] not in _CANONICAL_LAST[remainder]:
         if segment[-1] in _ALPHABET:
@@ -79,14 +93,31 @@ class SigningKey:
     issuer: str | None
     fingerprint: str
     verifiers: Mapping[str, Any] = field(default_factory=dict)
+    #: The same RSA key as ``cryptography`` sees it, for RS256 checks of a digest the
+    #: caller computed (``verify(..., sha256=...)``); only set next to an RS256 verifier.
+    rs256: RSAPublicKey | None = None
 
-    def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
-        """True only for a valid signature by this key under ``alg``."""
+    def verify(
+        self,
+        alg: str,
+        signing_input: bytes,
+        signature: bytes,
+        sha256: HashState | None = None,
+    ) -> bool:
+        """True only for a valid signature by this key under ``alg``. ``sha256``: the
+        SHA-256 state of exactly ``signing_input``, when the caller has it (the token
+        digest's pass): RS256 then checks its digest instead of hashing the input again."""
         if self.alg is not None and self.alg != alg:
             return False
         verifier = self.verifiers.get(alg)
         if verifier is None:
             return False
+        if sha256 is not None and alg == "RS256" and self.rs256 is not None:
+            try:
+                self.rs256.verify(signature, sha256.digest(), _PKCS1V15, _PREHASHED_SHA256)
+            except (InvalidSignature, ValueError, TypeError):
+                return False
+            return True
         try:
             return bool(verifier.verify(signing_input, signature))
         except (JOSEError, ValueError, TypeError):
@@ -127,6 +158,13 @@ def build_signing_key(jwk: Mapping[str, Any], algorithms: tuple[str, ...]) -> Si
                     verifiers[name] = jose_jwk.construct(public, algorithm=name)
                 except (JOSEError, ValueError, TypeError):
                     continue
+    rs256: RSAPublicKey | None = None
+    if "RS256" in verifiers:
+        try:
+            exponent = int.from_bytes(b64url_decode(str(jwk["e"])), "big")
+            rs256 = RSAPublicNumbers(exponent, int.from_bytes(modulus, "big")).public_key()
+        except ValueError:  # python-jose took it, cryptography not: RS256 goes through jose
+            rs256 = None
     return SigningKey(
         kid=kid,
         x5t=x5t,
@@ -134,4 +172,5 @@ def build_signing_key(jwk: Mapping[str, Any], algorithms: tuple[str, ...]) -> Si
         issuer=issuer,
         fingerprint=jwk_fingerprint(jwk),
         verifiers=verifiers,
+        rs256=rs256,
     )

@@ -76,17 +76,6 @@ def unverified_kid(scope: Scope) -> str | None:
     return kid if isinstance(kid, str) else None
 
 
-def credentials(principal: Any) -> AuthCredentials:
-    """``request.auth``: ``scp:<scope>`` and ``role:<app role>``, never one bare namespace.
-
-    Entra permission names can exist as both (``User.Read.All``), so Starlette's
-    ``@requires("role:Admin")`` must not be satisfied by a delegated scope named
-    ``Admin`` (README "Use it in your API"). The names are built once per
-    ``Principal`` (``auth_scopes``), which the verified-token cache keeps.
-    """
-    return AuthCredentials(principal.auth_scopes)
-
-
 def excluded_path(path: str, prefixes: tuple[str, ...]) -> bool:
     """Whether ``path`` is one of ``prefixes`` or below one, by whole segments:
     ``/public`` covers ``/public`` and ``/public/x``, not ``/publications``."""
@@ -179,7 +168,19 @@ class EntraAuthMiddleware:
                 # scope, which holds the error: a reference cycle per refused request,
                 # left to the cyclic GC (full collections of ~35 ms under a bad-token load).
                 error = exc.with_traceback(None)
-        self._store(scope, principal, error)
+        scope[PRINCIPAL_KEY] = principal
+        scope[ERROR_KEY] = error
+        if principal is not None:
+            scope["user"] = principal
+            # ``request.auth``: ``scp:<scope>`` and ``role:<app role>``, never one bare
+            # namespace: Entra permission names can exist as both (``User.Read.All``), so
+            # Starlette's ``@requires("role:Admin")`` must not be satisfied by a delegated
+            # scope named ``Admin`` (README "Use it in your API"). Built once per
+            # ``Principal`` (``auth_scopes``), which the verified-token cache keeps.
+            scope["auth"] = AuthCredentials(principal.auth_scopes)
+        else:
+            scope["user"] = _ANONYMOUS
+            scope["auth"] = _NO_CREDENTIALS
 
         started = False
 
@@ -198,17 +199,6 @@ class EntraAuthMiddleware:
                 await self.reject(scope, send, exc)
             finally:
                 exc.__traceback__ = None  # same cycle as above (guard frame -> scope -> error)
-
-    @staticmethod
-    def _store(scope: Scope, principal: Any, error: AuthError | None) -> None:
-        scope[PRINCIPAL_KEY] = principal
-        scope[ERROR_KEY] = error
-        if principal is not None:
-            scope["user"] = principal
-            scope["auth"] = credentials(principal)
-        else:
-            scope["user"] = _ANONYMOUS
-            scope["auth"] = _NO_CREDENTIALS
 
     async def reject(self, scope: Scope, send: Send, exc: AuthError) -> None:
         """Send the refusal: JSON + RFC 6750 headers, or a 1008 WebSocket close."""

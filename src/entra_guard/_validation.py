@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from ._b2c import PolicyMetadata, token_policy
@@ -29,6 +29,7 @@ from ._crypto import NonCanonicalBase64, SigningKey, b64url_decode
 from ._errors import AuthError, ErrorCode
 from ._metadata import MetadataCache, TenantMetadata
 from ._settings import GUID_RE, EntraSettings
+from ._token_cache import HashState
 
 #: Largest token we look at (docs/security.md, step 1); bigger ones are refused unparsed.
 MAX_TOKEN_LENGTH = 16 * 1024
@@ -54,6 +55,7 @@ class Context:
         "now",
         "payload",
         "policy",
+        "sha256",
         "signature",
         "signing_input",
         "source",
@@ -71,6 +73,8 @@ class Context:
         self.kid: str | None = None
         self.x5t: str | None = None
         self.signing_input = b""
+        #: SHA-256 state of exactly ``signing_input`` when the caller hashed it already.
+        self.sha256: HashState | None = None
         self.signature = b""
         self.payload: dict[str, Any] | None = None
         self.key: SigningKey | None = None
@@ -87,11 +91,12 @@ class Context:
         self.issuer: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ValidatedToken:
-    """Claims that passed every rule, and what they were checked against."""
+class ValidatedToken(NamedTuple):
+    """Claims that passed every rule, and what they were checked against (a named tuple:
+    built once per fresh token, where a frozen dataclass costs a ``__setattr__`` a field)."""
 
-    claims: Mapping[str, Any]
+    #: The payload decoded for this token alone (no copy is shared with anything else).
+    claims: dict[str, Any]
     version: str
     key: SigningKey
     #: ``exp`` as a Unix timestamp.
@@ -264,7 +269,8 @@ async def rule_key(v: TokenValidator, ctx: Context) -> None:
         )
     source = ctx.source
     assert source is not None
-    ctx.key = await source.signing_key(ctx.kid, ctx.x5t)
+    key = source.known_key(ctx.kid, ctx.x5t)
+    ctx.key = key if key is not None else await source.signing_key(ctx.kid, ctx.x5t)
     ctx.metadata = source.current
 
 
@@ -272,7 +278,7 @@ def rule_signature(v: TokenValidator, ctx: Context) -> None:
     """Only once this holds does the payload become the claims."""
     key, alg = ctx.key, ctx.alg
     assert key is not None and alg is not None
-    if not ctx.signature or not key.verify(alg, ctx.signing_input, ctx.signature):
+    if not ctx.signature or not key.verify(alg, ctx.signing_input, ctx.signature, ctx.sha256):
         raise AuthError("invalid_signature", "The token signature does not verify")
     ctx.claims = ctx.payload
 
@@ -309,18 +315,20 @@ def rule_lifetime(v: TokenValidator, ctx: Context) -> None:
 
 def rule_issuer(v: TokenValidator, ctx: Context) -> None:
     """``iss`` equals the metadata issuer for the token's ``tid``; sets the version."""
-    claims, metadata, settings = ctx.claims, ctx.metadata, v.settings
+    claims, metadata = ctx.claims, ctx.metadata
     assert claims is not None and metadata is not None
     iss, tid = claims.get("iss"), claims.get("tid")
     if not isinstance(iss, str) or not iss:
         raise AuthError("invalid_issuer", "The token has no 'iss' claim", reason="no_iss")
-    if tid is None and settings.is_b2c:
+    if tid is None and v.is_b2c:
         tid = metadata.tenant_id  # B2C tokens may lack tid: the issuer names the tenant
     if not isinstance(tid, str) or not GUID_RE.fullmatch(tid):
         raise AuthError(
             "invalid_issuer", "The token's 'tid' claim is missing or not a GUID", reason="tid"
         )
-    if not settings.multi_tenant and tid != expected_tenant(settings, metadata):
+    if not v.multi_tenant and tid != (
+        metadata.tenant_id if v.tenant_is_domain else v.settings.tenant_id
+    ):  # ``expected_tenant``, with the settings' answers kept by the validator
         raise AuthError(
             "invalid_issuer", "The token was issued for another tenant", reason="other_tenant"
         )
@@ -338,7 +346,7 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
         )
     ver = claims.get("ver")
     # B2C access tokens say "1.0" although they come from the v2 endpoints.
-    if ver is not None and ver != version and not (settings.is_b2c and ver == "1.0"):
+    if ver is not None and ver != version and not (v.is_b2c and ver == "1.0"):
         raise AuthError(
             "invalid_issuer", "The token's 'ver' does not match its issuer", reason="ver"
         )
@@ -395,7 +403,7 @@ def rule_scopes_or_roles(v: TokenValidator, ctx: Context) -> None:
         not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)
     ):
         raise _malformed("The 'roles' claim is not a list of strings", "claim_type")
-    if not (scp and scp.strip()) and not roles and not v.settings.allow_acl_tokens:
+    if not (scp and scp.strip()) and not roles and not v.allow_acl_tokens:
         raise AuthError(
             "missing_scope_or_role",
             "The token carries neither 'scp' nor 'roles' (an ID token, or no permission granted)",
@@ -502,6 +510,11 @@ class TokenValidator:
         self.audiences = frozenset(settings.audiences or ())
         self.allowed_tenants = frozenset(settings.allowed_tenants)
         self.allowed_client_apps = frozenset(a.lower() for a in settings.allowed_client_apps)
+        # Settings properties the rules ask per token (a regex match, a set look-up), once.
+        self.multi_tenant = settings.multi_tenant
+        self.tenant_is_domain = settings.tenant_is_domain
+        self.is_b2c = settings.is_b2c
+        self.allow_acl_tokens = settings.allow_acl_tokens
         self.header_cache: dict[str, dict[str, Any]] = {}
         self._issuer_paths: dict[str, frozenset[str]] = {}
         self._steps = tuple((rule.check, rule.is_async) for rule in RULES)
@@ -520,13 +533,22 @@ class TokenValidator:
         return time.time() if self.clock is None else self.clock()
 
     async def validate(
-        self, token: str, now: float | None = None, *, payload: dict[str, Any] | None = None
+        self,
+        token: str,
+        now: float | None = None,
+        *,
+        payload: dict[str, Any] | None = None,
+        signing_hash: HashState | None = None,
     ) -> ValidatedToken:
         """Every rule, in order; ``now`` defaults to the clock read at this call.
         ``payload``: ``decode_json_segment`` of the token's payload segment, when the
-        caller decoded it already (the router); never anything else."""
+        caller decoded it already (the router); never anything else. ``signing_hash``:
+        the SHA-256 state of ``token`` up to its last ``.``
+        (``token_digest_and_signing_hash``); the ``format`` rule admits only three
+        segments, so that is exactly the signing input the ``signature`` rule checks."""
         ctx = Context(token, self.now() if now is None else now)
         ctx.payload = payload
+        ctx.sha256 = signing_hash
         for check, is_async in self._steps:
             if is_async:
                 await check(self, ctx)  # type: ignore[misc]
