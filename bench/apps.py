@@ -28,7 +28,7 @@ BODY = {"message": "hello"}
 
 
 def guard_name(route_class: bool = True) -> str:
-    """How the benchmarked route is guarded (README and table label)."""
+    """How the benchmarked route is guarded (docs/benchmarks.md and table label)."""
     return "require_scopes, EntraRoute" if route_class else "require_scopes, Depends"
 
 

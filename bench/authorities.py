@@ -1,6 +1,7 @@
 """Several authorities: per-request cost of ``EntraAuthMiddleware(auth=[...])`` with 1 and
 3 authorities, the token belonging to the last one (the worst case), in process (ASGI
-calls, no server). ``python -m bench.authorities``; README "Several authorities on one API".
+calls, no server). ``python -m bench.authorities``; docs/customer-identities.md "Several
+authorities on one API".
 """
 
 from __future__ import annotations

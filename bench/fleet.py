@@ -1,5 +1,5 @@
-"""Benchmark 5: several workers, with and without the shared cache (README "Running
-several workers and replicas").
+"""Benchmark 5: several workers, with and without the shared cache (docs/operations.md
+"Running several workers and replicas").
 
 The sample app runs as ``uvicorn --workers 4`` against the fake Entra ID and the
 fake Graph (each served by its own uvicorn process); a load generator sends
@@ -103,7 +103,8 @@ def run_once(label: str, users: int, per_user: int, redis_url: str | None) -> Fl
             "ENTRA_GRAPH_URL": graph_server.url,
             "ENTRA_CLIENT_SECRET": SECRET,
             "SAMPLE_FINANCE_GROUP_ID": FINANCE,
-            "ENTRA_CACHE_TIMEOUT": "1",  # 2 cores for 4 workers and the load: see README
+            # 2 cores for 4 workers and the load: see docs/benchmarks.md
+            "ENTRA_CACHE_TIMEOUT": "1",
             "ENTRA_CACHE_L1_TTL": "600",
         }
         if redis_url is not None:

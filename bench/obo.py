@@ -57,7 +57,7 @@ class OboResult:
     batch: int
     calls_fixed: float
     calls_obo: float
-    authenticate_hit_us: float  # calibration: README table 1 has it on a quiet machine
+    authenticate_hit_us: float  # calibration: docs/benchmarks.md table 1 has it on a quiet machine
     micro_fixed_us: float
     micro_obo_us: float
     micro_added_us: float  # median of per-round differences

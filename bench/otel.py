@@ -1,4 +1,4 @@
-"""Benchmark 2c: what tracing costs per request (README "Tracing (OpenTelemetry)").
+"""Benchmark 2c: what tracing costs per request (docs/operations.md "Tracing (OpenTelemetry)").
 
 The guarded ``GET /hello`` app of 2b, called in process as an ASGI callable with
 the same valid token (the verified-token cache-hit path), with no observer
@@ -181,7 +181,7 @@ def run(rounds: int = 15, batch: int = 1000) -> OtelResult:
 
 
 def table(r: OtelResult) -> list[str]:
-    """The markdown section of ``python -m bench`` (and the README)."""
+    """The markdown section of ``python -m bench`` (and docs/benchmarks.md)."""
     met = "met" if r.otel_added_us <= TARGET_US else "**MISSED**"
 
     def row(label: str, us: float, added: float, target: str = "", verdict: str = "") -> str:

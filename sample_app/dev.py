@@ -12,7 +12,8 @@ Graph.
 The same issuer signs people in from the browser: ``/_dev/oauth2/v2.0/authorize``
 shows a sign-in page (pick a user, scopes, app roles, groups) and
 ``/_dev/oauth2/v2.0/token`` redeems its code (PKCE), so ``/docs`` ->
-**Authorize** -> **Try it out** works with no tenant (README "Quick start").
+**Authorize** -> **Try it out** works with no tenant (README "Quick start",
+docs/getting-started.md).
 """
 
 from __future__ import annotations

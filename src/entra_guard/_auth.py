@@ -61,11 +61,11 @@ class EntraAuth:
         self._owns_client = http_client is None
         self.http = http_client if http_client is not None else build_client(self.settings)
         #: Everything worth sharing between workers and replicas: memberships, Graph app
-        #: tokens, on-behalf-of tokens, metadata documents for a warm start (README
-        #: "Running several workers and replicas").
+        #: tokens, on-behalf-of tokens, metadata documents for a warm start
+        #: (docs/operations.md "Running several workers and replicas").
         self.cache = shared_cache_for(self.settings, self.observer, clock or _wall_clock)
-        #: B2C: one metadata cache per configured policy (README "Customer identities:
-        #: External ID and B2C"); ``metadata`` is then the first policy's.
+        #: B2C: one metadata cache per configured policy (docs/customer-identities.md
+        #: "Azure AD B2C"); ``metadata`` is then the first policy's.
         self.policies: PolicyMetadata | None = (
             PolicyMetadata(self.settings, self.http, observer=self.observer, shared=self.cache)
             if self.settings.is_b2c
@@ -79,7 +79,7 @@ class EntraAuth:
         self.validator = TokenValidator(
             self.settings, self.metadata, clock=clock, policies=self.policies
         )
-        #: The API's own client credential (README "Calling downstream APIs"); fails here,
+        #: The API's own client credential (docs/downstream.md); fails here,
         #: at start-up, when its setting is broken.
         self.credential = load_credential(self.settings, clock=self.validator.now)
         #: Resolves groups overage through Microsoft Graph (only used by group guards).
@@ -161,7 +161,8 @@ class EntraAuth:
     def cached(self, digest: bytes, now: float) -> Principal | None:
         """The caller of a token this ``EntraAuth`` verified (by ``token_digest``), while
         its key is current; ``None`` otherwise (a miss is not counted). The several-
-        authorities router asks this first (README "Several authorities on one API")."""
+        authorities router asks this first (docs/customer-identities.md "Several
+        authorities on one API")."""
         cached = self._verified.get(digest, now)
         if cached is None or not self._key_is_current(cached[0], cached[1]):
             return None
@@ -176,7 +177,8 @@ class EntraAuth:
         self, principal: Principal | None, *, cached: bool, started: float, code: str | None = None
     ) -> None:
         """Report one outcome (``principal`` None: refused with ``code``); the caller's
-        id goes to observers only with ``log_pii`` (README "Tracing (OpenTelemetry)")."""
+        id goes to observers only with ``log_pii`` (docs/operations.md "Tracing
+        (OpenTelemetry)")."""
         seconds = time.perf_counter() - started
         if principal is None:
             self.observer.authentication(cached=cached, seconds=seconds, code=code)
@@ -212,7 +214,8 @@ class EntraAuth:
 
     async def known_issuers(self) -> tuple[str, ...]:
         """The issuers of its metadata (``{tenantid}`` templates as published), loading it
-        first (raises ``idp_unavailable``): for routing, README "Several authorities on one API"."""
+        first (raises ``idp_unavailable``): for routing, docs/customer-identities.md
+        "Several authorities on one API"."""
         issuers: list[str] = []
         for cache in self.metadata_caches():
             issuers.extend((await cache.get()).issuers.values())
@@ -239,8 +242,8 @@ class EntraAuth:
         this API accepts (validated first; app-only tokens: 403 ``wrong_token_type``).
 
         ``claims``: a claims challenge to answer (JSON, or base64 as in
-        ``WWW-Authenticate``). Cached per token and scopes; README "Calling
-        downstream APIs (on-behalf-of)" lists the refusals.
+        ``WWW-Authenticate``). Cached per token and scopes; docs/downstream.md lists
+        the refusals.
         """
         principal = await self.authenticate(token)
         return await self.obo.acquire(

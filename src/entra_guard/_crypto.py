@@ -5,7 +5,7 @@ input we have already checked: keys are built once from RSA JWKs (never from
 PEM strings or token headers), the algorithm is always named explicitly, and
 signatures are verified on bytes our own parser produced. Swapping the JOSE
 library means changing this file alone. RS256 signatures whose digest the caller
-already has (the token digest's pass, README "Benchmarks") are checked by
+already has (the token digest's pass, docs/benchmarks.md) are checked by
 ``cryptography`` directly, on the same key, and only where python-jose built an
 RS256 verifier for it.
 """

@@ -4,7 +4,7 @@ It validates the token when one is sent and stores the outcome in the ASGI
 scope; it does not refuse requests by itself, so public routes keep working
 with a bad token. Guards (``entra_guard.guards``) read the outcome and raise
 ``AuthError``; this middleware turns any ``AuthError`` raised below it into
-the README "Codes" response (HTTP) or a 1008 close (WebSocket).
+the docs/troubleshooting.md "Codes" response (HTTP) or a 1008 close (WebSocket).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def excluded_path(path: str, prefixes: tuple[str, ...]) -> bool:
 def log_rejection(scope: Scope, exc: AuthError, auth: EntraAuth | None) -> None:
     """One INFO line per refusal, HTTP and WebSocket alike: code, kid, and tid/oid/app
     only once verified. Every value goes through ``loggable``, so a request can never
-    forge a log line (README "Logging").
+    forge a log line (docs/operations.md "Logging").
 
     Never the token; PII claims (name, UPN) only with ``log_pii``.
     """
@@ -118,9 +118,10 @@ def log_rejection(scope: Scope, exc: AuthError, auth: EntraAuth | None) -> None:
 
 class EntraAuthMiddleware:
     """``app.add_middleware(EntraAuthMiddleware, auth=auth)``, or ``auth=[a, b, ...]`` for
-    several authorities (README "Several authorities on one API"): the token's unverified
-    ``iss`` picks the ``EntraAuth`` that validates it, and the scope's ``AUTH_KEY`` is the
-    one that accepted it (the first one for refusals before that)."""
+    several authorities (docs/customer-identities.md "Several authorities on one API"):
+    the token's unverified ``iss`` picks the ``EntraAuth`` that validates it, and the
+    scope's ``AUTH_KEY`` is the one that accepted it (the first one for refusals before
+    that)."""
 
     def __init__(
         self,
@@ -135,9 +136,8 @@ class EntraAuthMiddleware:
         self._single = len(self.router.auths) == 1
         #: Whole-segment prefixes (a trailing ``/`` is ignored): see ``excluded_path``.
         self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
-        # Start-up checks of the declared guards and RFC 9728 metadata (README "Step-up
-        # and client controls"); imported here: that module imports the guards, which
-        # import this one.
+        # Start-up checks of the declared guards and RFC 9728 metadata (docs/step-up.md);
+        # imported here: that module imports the guards, which import this one.
         from ._resource_metadata import ProtectedResource
 
         self.resource = ProtectedResource(self.router.auths)
@@ -175,7 +175,7 @@ class EntraAuthMiddleware:
             # ``request.auth``: ``scp:<scope>`` and ``role:<app role>``, never one bare
             # namespace: Entra permission names can exist as both (``User.Read.All``), so
             # Starlette's ``@requires("role:Admin")`` must not be satisfied by a delegated
-            # scope named ``Admin`` (README "Use it in your API"). Built once per
+            # scope named ``Admin`` (docs/getting-started.md "Use it in your API"). Built once per
             # ``Principal`` (``auth_scopes``), which the verified-token cache keeps.
             scope["auth"] = AuthCredentials(principal.auth_scopes)
         else:

@@ -92,13 +92,13 @@ class Principal:
     preferred_username: str | None
     is_guest: bool
     claims: Mapping[str, Any] = field(repr=False, compare=False)
-    #: The validated ``iss``: which authority accepted the token (README "Several
-    #: authorities on one API").
+    #: The validated ``iss``: which authority accepted the token (docs/customer-identities.md
+    #: "Several authorities on one API").
     issuer: str | None = None
     #: The Azure AD B2C user flow / custom policy (as configured); ``None`` outside B2C.
     policy: str | None = None
     #: ``request.auth.scopes``: ``scp:<scope>`` and ``role:<app role>``, sorted; built
-    #: once here rather than on every request (README "Use it in your API").
+    #: once here rather than on every request (docs/getting-started.md "Use it in your API").
     auth_scopes: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""The verified-token cache, bounded by entries *and* by bytes (README "Benchmarks").
+"""The verified-token cache, bounded by entries *and* by bytes (docs/benchmarks.md).
 
 A cached principal costs memory in proportion to its token (a 200-group token
 is ~12 KB of text and ~31 KB of Python objects), so a count bound alone let
