@@ -130,8 +130,8 @@ def table(r: InstructionsResult) -> list[str]:
     labels: dict[str, Any] = {
         "baseline": "none",
         "prometheus": "`PrometheusObserver`",
-        "otel": "`OpenTelemetryObserver()`: 1 span per request",
-        "otel_no_hits": "`OpenTelemetryObserver(trace_cache_hits=False)`",
+        "otel": "`OpenTelemetryObserver()` (default: a hit marks the request's span)",
+        "otel_hit_spans": "`OpenTelemetryObserver(trace_cache_hits=True)`: 1 SDK span per request",
     }
     lines = [
         "| observer | instructions/request (callgrind) | added |",

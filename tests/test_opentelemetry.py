@@ -86,7 +86,10 @@ def telemetry() -> Iterator[Telemetry]:
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    observer = OpenTelemetryObserver(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    # A span per cache hit too (opt-in), so every path's span can be checked.
+    observer = OpenTelemetryObserver(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, trace_cache_hits=True
+    )
     yield Telemetry(spans, reader, tracer_provider, observer)
     tracer_provider.shutdown()
     meter_provider.shutdown()
@@ -451,16 +454,17 @@ async def test_metrics_mirror_prometheus(telemetry: Telemetry, idp: FakeEntraID)
     assert len(telemetry.finished("entra_guard.authenticate")) == 6
 
 
-async def test_cache_hits_untraced_on_request(idp: FakeEntraID) -> None:
+async def test_by_default_cache_hits_mark_the_request_span_instead_of_their_own(
+    idp: FakeEntraID,
+) -> None:
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()
     observer = OpenTelemetryObserver(
-        tracer_provider=tracer_provider,
-        meter_provider=MeterProvider(metric_readers=[reader]),
-        trace_cache_hits=False,
+        tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[reader])
     )
+    assert observer.trace_cache_hits is False
     telemetry = Telemetry(spans, reader, tracer_provider, observer)
     token = idp.token()
     async with api(telemetry, idp, log_pii=True) as client:
@@ -475,8 +479,13 @@ async def test_cache_hits_untraced_on_request(idp: FakeEntraID) -> None:
     points = telemetry.metrics()
     assert value(points, "entra_guard.authenticated", cached=True) == 2
     assert value(points, "entra_guard.token_cache", result="hit") == 2
-    # the request spans still name the user (log_pii is on)
-    assert all("enduser.id" in attrs(s) for s in telemetry.finished("GET /me")[:3])
+    # the request spans still name the user (log_pii is on); the hits' say they were hits
+    requests = telemetry.finished("GET /me")
+    assert all("enduser.id" in attrs(s) for s in requests[:3])
+    assert "entra_guard.cached" not in attrs(requests[0])  # the fresh one has its own span
+    for hit in requests[1:3]:
+        assert attrs(hit)["entra_guard.cached"] is True
+        assert attrs(hit)["entra_guard.token_version"] == "2.0"
 
 
 def test_readme_lists_every_instrument(telemetry: Telemetry) -> None:

@@ -125,10 +125,13 @@ class OpenTelemetryObserver(AuthObserver):
         *,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
-        trace_cache_hits: bool = True,
+        trace_cache_hits: bool = False,
     ) -> None:
-        #: False: no span for tokens answered by the verified-token cache (they are
-        #: still counted), which leaves the cache-hit path a few dict updates.
+        #: True: a child span for tokens answered by the verified-token cache too. By
+        #: default a hit only marks the current (request) span (``entra_guard.cached``,
+        #: ``entra_guard.token_version``) and is counted: most requests are hits, and one
+        #: more SDK span each costs ~16-30 us and one more exported item (docs/benchmarks.md
+        #: "2c").
         self.trace_cache_hits = trace_cache_hits
         release = _library_version()
         self.tracer = trace.get_tracer("entra_guard", release, tracer_provider)
@@ -254,10 +257,15 @@ class OpenTelemetryObserver(AuthObserver):
         user_id: str | None = None,
     ) -> None:
         verified = code is None
-        if user_id is not None and verified:
-            request = trace.get_current_span()  # Azure Monitor reads the user off the request
+        if (user_id is not None and verified) or (cached and not self.trace_cache_hits):
+            request = trace.get_current_span()
             if request.is_recording():
-                request.set_attribute(ENDUSER_ID, user_id)
+                if user_id is not None and verified:  # Azure Monitor reads it off the request
+                    request.set_attribute(ENDUSER_ID, user_id)
+                if cached and not self.trace_cache_hits:  # the hit, without a span of its own
+                    request.set_attribute(CACHED, True)
+                    if token_version is not None:
+                        request.set_attribute(TOKEN_VERSION, token_version)
         if self.trace_cache_hits or not cached:
             attributes: dict[str, str | bool] = {CACHED: cached}
             if code is not None:
