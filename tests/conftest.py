@@ -45,6 +45,26 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+#: The files that take longest (waits on real servers, retries, a browser), run first so
+#: that ``make test``'s workers (``--dist loadfile``) do not end on one of them alone.
+SLOW_FILES_FIRST = (
+    "test_fleet.py",
+    "test_hostile_upstreams.py",
+    "test_obo.py",
+    "test_browser.py",
+    "test_metadata.py",
+    "test_groups.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_FILES_FIRST.index(name) if name in SLOW_FILES_FIRST else len(SLOW_FILES_FIRST)
+
+    items.sort(key=rank)  # stable: every file keeps its own order
+
+
 def in_process(request: pytest.FixtureRequest) -> bool:
     node = request.node
     return (
