@@ -122,10 +122,8 @@ class MetadataCache:
 
     async def get(self) -> TenantMetadata:
         """The current snapshot, loading it on first use."""
-        current = self._current
+        current = self._current_refreshing_when_due()
         if current is not None:
-            if self._clock() - current.loaded_at >= self._refresh_after:
-                self._refresh_in_background()
             return current
         self._raise_if_cooling_down()
         return await self._run(full=True)
@@ -134,12 +132,16 @@ class MetadataCache:
         """``signing_key``'s answer when it needs no fetch: the key is in the current
         snapshot (a refresh that is due starts in the background, as in ``get``). ``None``:
         ask ``signing_key``. Spares every token after the first two coroutines."""
+        current = self._current_refreshing_when_due()
+        return None if current is None else current.key(kid, x5t)
+
+    def _current_refreshing_when_due(self) -> TenantMetadata | None:
+        """The current snapshot (``None`` before the first load); a refresh that is due
+        starts in the background, and the snapshot is served meanwhile."""
         current = self._current
-        if current is None:
-            return None
-        if self._clock() - current.loaded_at >= self._refresh_after:
+        if current is not None and self._clock() - current.loaded_at >= self._refresh_after:
             self._refresh_in_background()
-        return current.key(kid, x5t)
+        return current
 
     async def signing_key(self, kid: str | None, x5t: str | None) -> SigningKey:
         """The key named by a token header, refreshing the JWKS once if it is new."""

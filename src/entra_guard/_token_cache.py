@@ -27,10 +27,8 @@ def digest_bytes(data: bytes) -> bytes:
     """SHA-256 of a token's bytes: the key of every per-token cache (tokens are not kept)."""
     if len(data) < _DIGEST_SLICE:
         return _sha256(data).digest()
-    # Slices of bytes, not of a memoryview: a 2 KB copy costs less than the views.
     digest = _sha256(data[:_DIGEST_SLICE])
-    for start in range(_DIGEST_SLICE, len(data), _DIGEST_SLICE):
-        digest.update(data[start : start + _DIGEST_SLICE])
+    _feed(digest, data, _DIGEST_SLICE, len(data))
     return digest.digest()
 
 
@@ -65,7 +63,8 @@ def token_digest_and_signing_hash(token: str) -> tuple[bytes, HashState]:
 
 
 def _feed(state: hashlib._Hash, data: bytes, start: int, stop: int) -> None:
-    """``data[start:stop]`` into ``state``, in slices that keep the GIL (above)."""
+    """``data[start:stop]`` into ``state``, in slices that keep the GIL (above): slices
+    of bytes, not of a memoryview, as a 2 KB copy costs less than the views."""
     while start < stop:
         end = start + _DIGEST_SLICE if stop - start > _DIGEST_SLICE else stop
         state.update(data[start:end])
@@ -112,7 +111,7 @@ class VerifiedTokenCache(Generic[V]):
         return item[2]
 
     def set(self, key: bytes, value: V, expires_at: float, token_length: int) -> None:
-        cost = ENTRY_FIXED_BYTES + ENTRY_BYTES_PER_TOKEN_CHAR * token_length  # entry_cost
+        cost = entry_cost(token_length)
         max_entries, max_bytes = self.max_entries, self.max_bytes
         if max_entries <= 0 or cost > max_bytes:
             return

@@ -326,9 +326,7 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
         raise AuthError(
             "invalid_issuer", "The token's 'tid' claim is missing or not a GUID", reason="tid"
         )
-    if not v.multi_tenant and tid != (
-        metadata.tenant_id if v.tenant_is_domain else v.settings.tenant_id
-    ):  # ``expected_tenant``, with the settings' answers kept by the validator
+    if not v.multi_tenant and tid != v.expected_tenant(metadata):
         raise AuthError(
             "invalid_issuer", "The token was issued for another tenant", reason="other_tenant"
         )
@@ -362,12 +360,6 @@ def rule_issuer(v: TokenValidator, ctx: Context) -> None:
                 reason="key_tenant",
             )
     ctx.version, ctx.tenant_id, ctx.issuer = version, tid, iss
-
-
-def expected_tenant(settings: EntraSettings, metadata: TenantMetadata) -> str | None:
-    """The single tenant's GUID: the setting, or (a domain name was configured) the GUID
-    in the issuer of the metadata."""
-    return metadata.tenant_id if settings.tenant_is_domain else settings.tenant_id
 
 
 def rule_policy_match(v: TokenValidator, ctx: Context) -> None:
@@ -531,6 +523,11 @@ class TokenValidator:
 
     def now(self) -> float:
         return time.time() if self.clock is None else self.clock()
+
+    def expected_tenant(self, metadata: TenantMetadata) -> str | None:
+        """The single tenant's GUID: the setting, or (a domain name was configured) the GUID
+        in the issuer of the metadata."""
+        return metadata.tenant_id if self.tenant_is_domain else self.settings.tenant_id
 
     async def validate(
         self,
