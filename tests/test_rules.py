@@ -13,21 +13,16 @@ from entra_guard._errors import STATUS_BY_CODE
 from entra_guard._inspect import CHECK_NAMES, inspect_token
 from entra_guard._validation import RULE_NAMES, RULES
 from entra_guard.testing import FakeEntraID
-from tests._docs import page
+from tests._docs import table_after
 from tests.conftest import run_coroutine
 from tests.fuzz import IDP_URL, Mutator, _bases, in_process_auth
 
 
 def _rules_table() -> list[tuple[str, list[str]]]:
-    text = page("security")
-    start = text.index("<!-- validation-rules:")
-    rows = []
-    for line in text[start:].splitlines()[3:]:
-        if not line.startswith("|"):
-            break
-        name, codes = (cell.strip() for cell in line.strip("|").split("|"))
-        rows.append((name.strip("`"), re.findall(r"`([a-z_]+)`", codes)))
-    return rows
+    return [
+        (name.strip("`"), re.findall(r"`([a-z_]+)`", codes))
+        for name, codes in table_after("security", "validation-rules")
+    ]
 
 
 def test_docs_rules_table_is_the_rule_table() -> None:

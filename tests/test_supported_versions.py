@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from ._docs import page
+from ._docs import page, table_after
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = page("supported-versions")
@@ -63,14 +63,11 @@ def _all_requirements() -> list[Requirement]:
 
 
 def _table() -> dict[str, tuple[Version, Version]]:
-    start = PAGE.index("<!-- supported-versions")
-    lines = PAGE[start:].splitlines()[1:]
-    assert lines[0].startswith("| dependency | lowest tested | newest tested"), lines[0]
+    header = PAGE[PAGE.index("<!-- supported-versions") :].splitlines()[1]
+    assert header.startswith("| dependency | lowest tested | newest tested"), header
     rows: dict[str, tuple[Version, Version]] = {}
-    for line in lines[2:]:
-        if not line.startswith("|"):
-            break
-        name, lowest, newest = (c.strip().strip("`") for c in line.strip("|").split("|")[:3])
+    for cells in table_after("supported-versions", "supported-versions"):
+        name, lowest, newest = (c.strip("`") for c in cells[:3])
         rows[name.lower()] = (Version(lowest), Version(newest))
     return rows
 
