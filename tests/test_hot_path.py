@@ -14,10 +14,10 @@ from entra_guard._crypto import NonCanonicalBase64, b64url_decode, build_signing
 from entra_guard._principal import INIT_FIELDS, principal_from_verified
 from entra_guard._token_cache import (
     VerifiedTokenCache,
+    digest_and_signing_hash,
     digest_bytes,
     entry_cost,
     token_digest,
-    token_digest_and_signing_hash,
 )
 from entra_guard.testing import FakeEntraID
 
@@ -116,6 +116,27 @@ async def test_the_default_observer_path_caches_and_still_refuses(
             with pytest.raises(AuthError) as refused:
                 await auth.authenticate(forged)
             assert refused.value.code == "invalid_signature"
+
+
+@pytest.mark.over_sockets
+async def test_the_header_bytes_and_the_text_are_one_token(
+    fake_entra: FakeEntraID, fake_entra_url: str
+) -> None:
+    """The middleware passes the header's bytes (Latin-1, as HTTP sends them)."""
+    for cache_size in (4096, 0):
+        settings = fake_entra.settings(fake_entra_url, token_cache_size=cache_size)
+        async with EntraAuth(settings) as auth:
+            token = fake_entra.token()
+            from_bytes = await auth.authenticate(token.encode())
+            from_text = await auth.authenticate(token)
+            assert from_text == from_bytes
+            assert (from_text is from_bytes) == (cache_size > 0)  # one cache entry for both
+            # Non-ASCII bytes are digested unscanned: they miss, and the rules refuse them.
+            for hostile in (token.encode()[:-1] + b"\xe9", b"\xff" + token.encode()):
+                with pytest.raises(AuthError) as refused:
+                    await auth.authenticate(hostile)
+                assert refused.value.code == "malformed_token"
+            assert len(auth._verified) == (1 if cache_size else 0)
 
 
 def test_the_fast_construction_sets_every_field_as_the_constructor_does(
@@ -217,10 +238,11 @@ def test_base64url_refuses_the_standard_alphabet_padding_and_strangers(segment: 
 @pytest.mark.parametrize(
     "token",
     ["", "abc", ".", "a.", ".b", "a.b.c", "a" * 1999 + ".b", "a" * 2000 + ".b", "a" * 2001 + ".b",
-     "a" * 5000 + "." + "b" * 5000, "x" * 16384],
+     "a" * 3999 + ".b", "a" * 4000 + ".b", "a" * 4001 + ".b", "a" * 100 + "." + "b" * 1999,
+     "a" * 100 + "." + "b" * 2000, "a" * 5000 + "." + "b" * 5000, "x" * 16384],
 )  # fmt: skip
 def test_one_pass_gives_the_token_digest_and_the_signing_input_hash(token: str) -> None:
-    digest, signing = token_digest_and_signing_hash(token)
+    digest, signing = digest_and_signing_hash(token.encode())
     assert digest == token_digest(token) == hashlib.sha256(token.encode()).digest()
     assert signing.digest() == hashlib.sha256(token.rpartition(".")[0].encode()).digest()
 
@@ -234,11 +256,11 @@ def test_rs256_checks_the_digest_of_the_signing_input_and_nothing_else(
     token = fake_entra.token()
     head, payload, signature_segment = token.split(".")
     signing_input, signature = f"{head}.{payload}".encode(), b64url_decode(signature_segment)
-    _, state = token_digest_and_signing_hash(token)
+    _, state = digest_and_signing_hash(token.encode())
     assert key.verify("RS256", signing_input, signature, state)
     assert key.verify("RS256", signing_input, signature)
     other = fake_entra.token()
-    _, other_state = token_digest_and_signing_hash(other)
+    _, other_state = digest_and_signing_hash(other.encode())
     assert not key.verify("RS256", signing_input, signature, other_state)
     tampered = bytes([signature[0] ^ 1]) + signature[1:]
     assert not key.verify("RS256", signing_input, tampered, state)

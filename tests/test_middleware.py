@@ -13,7 +13,14 @@ from starlette.authentication import requires
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from entra_guard import AuthError, EntraSettings, Principal, require_principal
+from entra_guard import (
+    AuthError,
+    EntraAuth,
+    EntraAuthMiddleware,
+    EntraSettings,
+    Principal,
+    require_principal,
+)
 from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app
@@ -118,3 +125,57 @@ async def test_websocket_without_valid_token_is_closed_with_1008(
         assert (closed.rcvd.code, closed.rcvd.reason) == (1008, expected)
     else:
         pytest.fail("the handshake of an unauthenticated WebSocket was accepted")
+
+
+def test_anonymous_callers_get_credentials_of_their_own(
+    start_api: ApiFactory, entra_settings: EntraSettings, client: httpx.Client
+) -> None:
+    """``request.auth.scopes`` is a list the request may change: never one shared by all."""
+    app = protected_app(entra_settings)
+
+    @app.get("/grab")
+    async def grab(request: Request) -> list[str]:
+        seen = list(request.auth.scopes)
+        request.auth.scopes.append("scp:Leaked")
+        return seen
+
+    url = start_api(app=app)
+    assert client.get(f"{url}/grab").json() == []
+    assert client.get(f"{url}/grab", headers=bearer("not.a.token")).json() == []
+
+
+def _http_scope(path: str) -> dict[str, Any]:
+    return {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
+
+
+async def test_an_auth_error_is_answered_only_while_no_response_has_started(
+    entra_settings: EntraSettings,
+) -> None:
+    """Before the response starts, an ``AuthError`` from below becomes the refusal; after,
+    it propagates (a second ``http.response.start`` would break the protocol)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/late":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise AuthError("missing_role", "Only auditors may read this")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async with EntraAuth(entra_settings) as auth:  # no token is sent: nothing is fetched
+        middleware = EntraAuthMiddleware(app, auth=auth)
+        await middleware(_http_scope("/early"), receive, send)
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+        assert sent[0]["status"] == 403
+        assert json.loads(sent[1]["body"])["code"] == "missing_role"
+        assert b"www-authenticate" not in dict(sent[0]["headers"])  # a 403 without a challenge
+        sent.clear()
+        with pytest.raises(AuthError) as raised:
+            await middleware(_http_scope("/late"), receive, send)
+        assert raised.value.code == "missing_role"
+        assert [m["type"] for m in sent] == ["http.response.start"]

@@ -29,7 +29,7 @@ from ._pools import DownstreamClients
 from ._principal import Principal, principal_from_verified
 from ._settings import EntraSettings
 from ._shared_cache import shared_cache_for
-from ._token_cache import VerifiedTokenCache, token_digest, token_digest_and_signing_hash
+from ._token_cache import VerifiedTokenCache, digest_and_signing_hash, token_digest
 from ._validation import TokenValidator
 
 logger = logging.getLogger("entra_guard")
@@ -109,37 +109,47 @@ class EntraAuth:
 
     async def authenticate(
         self,
-        token: str,
+        token: str | bytes,
         *,
         digest: bytes | None = None,
         payload: dict[str, Any] | None = None,
     ) -> Principal:
         """Validate ``token`` and return the caller; raises ``AuthError`` otherwise.
-        ``digest`` (``token_digest(token)``) and ``payload`` (``decode_json_segment`` of its
-        payload segment): when the caller has them already (the several-authorities router)."""
+
+        ``token`` as ``bytes`` (the middleware passes the header's) is taken as Latin-1,
+        as HTTP sends it; a cache hit then never copies it into a ``str``. ``digest``
+        (``token_digest(token)``) and ``payload`` (``decode_json_segment`` of its payload
+        segment): when the caller has them already (the several-authorities router)."""
         # The default observer's hooks do nothing: then neither a clock nor a hook is
         # called (most of what a cache hit would cost besides the digest).
         observed = type(self.observer) is not AuthObserver
         started = time.perf_counter() if observed else 0.0
-        # Only an ASCII token can be valid; anything else (lone surrogates included) goes
-        # straight to the rules, which refuse it before anything encodes it.
+        # No cache (``token_cache_size=0``): nothing to key. The pass that digests the
+        # token keeps the hash of its signing input for an RS256 check on a miss.
         signing_hash = None
-        if digest is None and self._verified.max_entries > 0 and token.isascii():
-            # No cache (``token_cache_size=0``): nothing to key. The pass that digests the
-            # token keeps the hash of its signing input for an RS256 check on a miss.
-            digest, signing_hash = token_digest_and_signing_hash(token)
+        if digest is None and self._verified.max_entries > 0:
+            # The cache holds valid, so ASCII, tokens only: bytes are digested unscanned
+            # (a non-ASCII one just misses); a non-ASCII str (lone surrogates included)
+            # goes straight to the rules, which refuse it before anything encodes it.
+            if isinstance(token, bytes):
+                digest, signing_hash = digest_and_signing_hash(token)
+            elif token.isascii():
+                digest, signing_hash = digest_and_signing_hash(token.encode("ascii"))
         now = self.validator.now()
         if digest is not None:
-            cached = self._verified.get(digest, now)
-            if cached is not None and self._key_is_current(cached[0], cached[1]):
+            hit = self._cached_caller(digest, now)
+            if hit is not None:
                 if observed:
-                    self._observe_hit(cached[0], started)
-                return cached[0]
+                    self._observe_hit(hit, started)
+                return hit
         if observed:
             self.observer.token_cache(hit=False)
         try:
             validated = await self.validator.validate(
-                token, now, payload=payload, signing_hash=signing_hash
+                token if isinstance(token, str) else token.decode("latin-1"),
+                now,
+                payload=payload,
+                signing_hash=signing_hash,
             )
         except AuthError as exc:
             if observed:
@@ -163,11 +173,10 @@ class EntraAuth:
         its key is current; ``None`` otherwise (a miss is not counted). The several-
         authorities router asks this first (docs/customer-identities.md "Several
         authorities on one API")."""
-        cached = self._verified.get(digest, now)
-        if cached is None or not self._key_is_current(cached[0], cached[1]):
-            return None
-        self._observe_hit(cached[0], time.perf_counter())
-        return cached[0]
+        hit = self._cached_caller(digest, now)
+        if hit is not None:
+            self._observe_hit(hit, time.perf_counter())
+        return hit
 
     def _observe_hit(self, principal: Principal, started: float) -> None:
         self.observer.token_cache(hit=True)
@@ -190,17 +199,24 @@ class EntraAuth:
             user_id=principal.identity if self.settings.log_pii else None,
         )
 
-    def _key_is_current(self, principal: Principal, key: SigningKey) -> bool:
-        """A cached result dies with its key: rotated-out keys invalidate their tokens."""
+    def _cached_caller(self, digest: bytes, now: float) -> Principal | None:
+        """The cached caller of a token, while the key that verified it is current: a
+        cached result dies with its key (rotated-out keys invalidate their tokens)."""
+        cached = self._verified.get(digest, now)
+        if cached is None:
+            return None
+        principal, key = cached
         source = self.metadata
         if self.policies is not None:
             source = self.policies.get(principal.policy) or source
         current = source.current
         if current is None:
-            return False
+            return None
         if key.kid is not None:
-            return current.keys_by_kid.get(key.kid) is key
-        return key.x5t is not None and current.keys_by_x5t.get(key.x5t) is key
+            return principal if current.keys_by_kid.get(key.kid) is key else None
+        if key.x5t is not None and current.keys_by_x5t.get(key.x5t) is key:
+            return principal
+        return None
 
     async def warm_up(self) -> bool:
         """Fetch metadata now (call it from a lifespan); logs and returns False on failure."""

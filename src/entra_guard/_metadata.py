@@ -99,7 +99,9 @@ class MetadataCache:
         self._observer = observer or AuthObserver()
         self._clock = clock
         self._algorithms = tuple(settings.accepted_algorithms)
-        self._current: TenantMetadata | None = None
+        #: The last snapshot loaded (``None`` before the first load): read it, never set
+        #: it. An attribute, not a property: every cache hit reads it.
+        self.current: TenantMetadata | None = None
         self._task: asyncio.Task[TenantMetadata] | None = None
         self._failed_at: float | None = None
         self._last_forced_refresh: float | None = None
@@ -107,10 +109,6 @@ class MetadataCache:
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- public -----------------------------------------------------------------
-
-    @property
-    def current(self) -> TenantMetadata | None:
-        return self._current
 
     def discovery_url(self, version: str) -> str:
         base = f"{self._settings.authority_host}/{self._settings.tenant_id}"
@@ -138,7 +136,7 @@ class MetadataCache:
     def _current_refreshing_when_due(self) -> TenantMetadata | None:
         """The current snapshot (``None`` before the first load); a refresh that is due
         starts in the background, and the snapshot is served meanwhile."""
-        current = self._current
+        current = self.current
         if current is not None and self._clock() - current.loaded_at >= self._refresh_after:
             self._refresh_in_background()
         return current
@@ -221,8 +219,8 @@ class MetadataCache:
         try:
             return await asyncio.shield(self._task)
         except FetchError as exc:
-            if self._current is not None:
-                return self._current
+            if self.current is not None:
+                return self.current
             raise AuthError(
                 "idp_unavailable",
                 "The identity provider's metadata could not be fetched; try again shortly",
@@ -231,7 +229,7 @@ class MetadataCache:
 
     async def _load(self, *, full: bool) -> TenantMetadata:
         started = self._clock()
-        previous = self._current
+        previous = self.current
         # http_timeout bounds each read; this bounds the whole load (discovery, then JWKS),
         # so an IdP that drips bytes cannot hold waiting requests indefinitely.
         budget = 2 * self._settings.http_timeout + 1
@@ -258,7 +256,7 @@ class MetadataCache:
             )
             raise exc from None
         self._failed_at = None
-        self._current = metadata
+        self.current = metadata
         # Spread refreshes of many replicas over time (up to +5 %).
         self._refresh_after = self._settings.metadata_refresh * (1 + random.random() * 0.05)  # noqa: S311
         logger.info(
@@ -345,7 +343,7 @@ class MetadataCache:
         return by_kid, by_x5t
 
     async def _timed_fetch(self, url: str, document: str) -> Any:
-        if self._shared is not None and self._current is None:
+        if self._shared is not None and self.current is None:
             # Cold start after a deploy: the fleet already has the documents. Their
             # content is checked exactly as if it came from the IdP.
             known = await self._shared.get("metadata", url)

@@ -541,7 +541,7 @@ class TokenValidator:
         ``payload``: ``decode_json_segment`` of the token's payload segment, when the
         caller decoded it already (the router); never anything else. ``signing_hash``:
         the SHA-256 state of ``token`` up to its last ``.``
-        (``token_digest_and_signing_hash``); the ``format`` rule admits only three
+        (``digest_and_signing_hash``); the ``format`` rule admits only three
         segments, so that is exactly the signing input the ``signature`` rule checks."""
         ctx = Context(token, self.now() if now is None else now)
         ctx.payload = payload
