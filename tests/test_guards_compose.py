@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Security
+from starlette.requests import HTTPConnection
 
 from entra_guard import (
     AuthError,
@@ -20,6 +21,8 @@ from entra_guard import (
     any_of,
     refuse_guests,
     require_app_only,
+    require_auth_context,
+    require_client_apps,
     require_delegated,
     require_directory_roles,
     require_groups,
@@ -30,6 +33,7 @@ from entra_guard import (
     require_tenants,
 )
 from entra_guard._errors import STATUS_BY_CODE
+from entra_guard._step_up import AuthContextGuard
 from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app
@@ -271,3 +275,72 @@ def test_guard_arguments_are_checked() -> None:
         frozenset({"a"}),
         frozenset({"b"}),
     ]
+
+
+GROUP_A, GROUP_B = "aaaaaaaa-0000-0000-0000-00000000000a", "bbbbbbbb-0000-0000-0000-00000000000b"
+OTHER_TENANT = "11111111-2222-3333-4444-555555555555"
+GLOBAL_ADMIN = "62e90394-69f5-4237-9190-012177145e10"
+
+
+def _callers(idp: FakeEntraID) -> list[Principal]:
+    """Users and apps with and without each thing a guard asks for."""
+    variants: list[dict[str, Any]] = [
+        {},
+        {"scopes": ["Items.Read"]},
+        {"scopes": ["Other"]},
+        {"app_only": True, "roles": ["Admin"]},
+        {"app_only": True, "roles": ["Reader"]},
+        {"roles": ["Admin"], "scopes": ["Items.Read"]},
+        {"groups": [GROUP_A.upper()]},
+        {"groups": [GROUP_B], "overage": True},
+        {"tenant_id": OTHER_TENANT, "scopes": ["Items.Read"]},
+        {"wids": [GLOBAL_ADMIN.upper()]},
+        {"guest": True, "scopes": ["Items.Read"]},
+        {"app_id": "CCCCCCCC-0000-0000-0000-00000000000C"},
+    ]
+    return [Principal.from_claims(idp.claims(**v), "2.0") for v in variants]
+
+
+def _guards(idp: FakeEntraID) -> list[Guard]:
+    scopes, admin = require_scopes("Items.Read"), require_roles("Admin")
+    return [
+        require_principal,
+        scopes,
+        admin,
+        require_scopes_or_app_roles(scopes=["Items.Read"], app_roles=["Admin"]),
+        require_scopes_or_app_roles(app_roles=["Admin"]),
+        require_tenants(idp.tenant_id),
+        require_directory_roles(GLOBAL_ADMIN),
+        require_groups(GROUP_A),
+        require_app_only,
+        require_delegated,
+        refuse_guests,
+        require_client_apps("cccccccc-0000-0000-0000-00000000000c"),
+        scopes & admin,
+        scopes | admin,
+        all_of(scopes, any_of(admin, refuse_guests)),
+        require_auth_context("c1"),
+    ]
+
+
+async def test_a_guard_admits_only_callers_its_check_passes(fake_entra: FakeEntraID) -> None:
+    """``EntraRoute`` skips the call of a guard that admits the caller: ``admits`` must
+    never say yes where ``check`` says no, and says yes wherever the token alone decides
+    (every built-in guard but Graph lookups and authentication contexts, which need the
+    request)."""
+    scope = {"type": "http", "headers": [], "entra_guard.auth": None}
+    connection = HTTPConnection(scope)
+    asked = 0
+    for guard in _guards(fake_entra):
+        for principal in _callers(fake_entra):
+            if guard.admits(principal):
+                asked += 1
+                await guard.check(principal, connection)  # must not raise
+                continue
+            if isinstance(guard, AuthContextGuard) or (
+                isinstance(guard, type(require_groups(GROUP_A))) and principal.groups_overage
+            ):
+                continue  # decided with the request (settings, Graph): not from the token
+            with pytest.raises(AuthError):
+                await guard.check(principal, connection)
+    assert asked > 20  # the fast path is taken, not just never wrong

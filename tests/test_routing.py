@@ -7,10 +7,13 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import APIRouter, Body, Depends, FastAPI, Request, Security
+from starlette.requests import HTTPConnection
 
 from entra_guard import (
+    AuthError,
     EntraRoute,
     EntraSettings,
+    Guard,
     Principal,
     require_principal,
     require_roles,
@@ -148,3 +151,47 @@ def test_openapi_still_lists_the_scopes(
     assert paths["/admin/report"]["get"]["security"] == [{"EntraID": []}]
     # an included router with ordinary Depends guards lists its scopes too
     assert paths["/plain/audit"]["get"]["security"] == [{"EntraID": [prefix + "Items.Audit"]}]
+
+
+def test_a_guard_that_admits_from_the_token_is_not_called_and_others_are(
+    start_api: ApiFactory,
+    entra_settings: EntraSettings,
+    client: httpx.Client,
+    fake_entra: FakeEntraID,
+) -> None:
+    """``Guard.admits`` is the fast path; a guard without it (yours) is always asked."""
+    called: list[str] = []
+
+    class Counting(Guard):
+        def __init__(self, name: str, admits: bool) -> None:
+            self.name, self._admits = name, admits
+
+        def admits(self, principal: Principal) -> bool:
+            return self._admits
+
+        async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+            called.append(self.name)
+
+    class Refusing(Guard):
+        async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+            raise AuthError("missing_role", "Never")
+
+    app = protected_app(entra_settings)
+    app.router.route_class = EntraRoute
+
+    @app.get(
+        "/both", dependencies=[Depends(Counting("fast", True)), Depends(Counting("asked", False))]
+    )
+    async def both() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @app.get("/refused", dependencies=[Depends(require_principal), Depends(Refusing())])
+    async def refused() -> dict[str, str]:
+        return {"ok": "never"}
+
+    url = start_api(app=app)
+    token = fake_entra.token()
+    assert client.get(f"{url}/both", headers=bearer(token)).json() == {"ok": "yes"}
+    assert called == ["asked"]
+    assert_refused(client.get(f"{url}/both"), 401, "missing_token")  # no caller: asked, refused
+    assert_refused(client.get(f"{url}/refused", headers=bearer(token)), 403, "missing_role")

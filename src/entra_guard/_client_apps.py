@@ -30,8 +30,11 @@ class ClientAppsGuard(Guard):
         self._listed = app_ids
 
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
-        if principal.app_id is None or principal.app_id.lower() not in self.app_ids:
+        if not self.admits(principal):
             raise AuthError("client_not_allowed", "The calling application may not use this route")
+
+    def admits(self, principal: Principal) -> bool:
+        return principal.app_id is not None and principal.app_id.lower() in self.app_ids
 
     def openapi_extension(self, settings: EntraSettings) -> dict[str, list[str]]:
         return {"x-entra-client-apps": list(self._listed)}
