@@ -29,7 +29,7 @@ from ._pools import DownstreamClients
 from ._principal import Principal, principal_from_verified
 from ._settings import EntraSettings
 from ._shared_cache import shared_cache_for
-from ._token_cache import VerifiedTokenCache, digest_and_signing_hash, token_digest
+from ._token_cache import VerifiedTokenCache, digest_bytes, token_digest
 from ._validation import TokenValidator
 
 logger = logging.getLogger("entra_guard")
@@ -124,17 +124,15 @@ class EntraAuth:
         # called (most of what a cache hit would cost besides the digest).
         observed = type(self.observer) is not AuthObserver
         started = time.perf_counter() if observed else 0.0
-        # No cache (``token_cache_size=0``): nothing to key. The pass that digests the
-        # token keeps the hash of its signing input for an RS256 check on a miss.
-        signing_hash = None
+        # No cache (``token_cache_size=0``): nothing to key.
         if digest is None and self._verified.max_entries > 0:
             # The cache holds valid, so ASCII, tokens only: bytes are digested unscanned
             # (a non-ASCII one just misses); a non-ASCII str (lone surrogates included)
             # goes straight to the rules, which refuse it before anything encodes it.
             if isinstance(token, bytes):
-                digest, signing_hash = digest_and_signing_hash(token)
+                digest = digest_bytes(token)
             elif token.isascii():
-                digest, signing_hash = digest_and_signing_hash(token.encode("ascii"))
+                digest = digest_bytes(token.encode("ascii"))
         now = self.validator.now()
         if digest is not None:
             hit = self._cached_caller(digest, now)
@@ -149,7 +147,6 @@ class EntraAuth:
                 token if isinstance(token, str) else token.decode("latin-1"),
                 now,
                 payload=payload,
-                signing_hash=signing_hash,
             )
         except AuthError as exc:
             if observed:

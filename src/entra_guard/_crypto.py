@@ -4,10 +4,10 @@ python-jose has a history of algorithm-confusion bugs, so it only ever sees
 input we have already checked: keys are built once from RSA JWKs (never from
 PEM strings or token headers), the algorithm is always named explicitly, and
 signatures are verified on bytes our own parser produced. Swapping the JOSE
-library means changing this file alone. RS256 signatures whose digest the caller
-already has (the token digest's pass, docs/benchmarks.md) are checked by
-``cryptography`` directly, on the same key, and only where python-jose built an
-RS256 verifier for it.
+library means changing this file alone. RS256 (what Entra signs with) is checked
+by ``cryptography`` directly, on the same key, and only where python-jose built an
+RS256 verifier for it: the same check without python-jose's per-call overhead
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,12 +22,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.hashes import SHA256
 from jose import jwk as jose_jwk
 from jose.exceptions import JOSEError
-
-from ._token_cache import HashState
 
 #: base64url -> standard alphabet (``+/=``, which base64url never has, -> ``!``, which
 #: no base64 has), and the padding a segment of ``len % 4`` needs.
@@ -37,7 +34,7 @@ _ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 #: Keys shorter than this are refused outright (NIST SP 800-131A).
 MIN_RSA_BITS = 2048
 _PKCS1V15 = PKCS1v15()
-_PREHASHED_SHA256 = Prehashed(SHA256())
+_SHA256 = SHA256()
 
 
 class NonCanonicalBase64(ValueError):
@@ -93,8 +90,8 @@ class SigningKey:
     issuer: str | None
     fingerprint: str
     verifiers: Mapping[str, Any] = field(default_factory=dict)
-    #: The same RSA key as ``cryptography`` sees it, for RS256 checks of a digest the
-    #: caller computed (``verify(..., sha256=...)``); only set next to an RS256 verifier.
+    #: The same RSA key as ``cryptography`` sees it, for RS256 checks without python-jose;
+    #: only set next to an RS256 verifier.
     rs256: RSAPublicKey | None = None
 
     def verify(
@@ -102,19 +99,16 @@ class SigningKey:
         alg: str,
         signing_input: bytes,
         signature: bytes,
-        sha256: HashState | None = None,
     ) -> bool:
-        """True only for a valid signature by this key under ``alg``. ``sha256``: the
-        SHA-256 state of exactly ``signing_input``, when the caller has it (the token
-        digest's pass): RS256 then checks its digest instead of hashing the input again."""
+        """True only for a valid signature by this key under ``alg``."""
         if self.alg is not None and self.alg != alg:
             return False
         verifier = self.verifiers.get(alg)
         if verifier is None:
             return False
-        if sha256 is not None and alg == "RS256" and self.rs256 is not None:
+        if alg == "RS256" and self.rs256 is not None:
             try:
-                self.rs256.verify(signature, sha256.digest(), _PKCS1V15, _PREHASHED_SHA256)
+                self.rs256.verify(signature, signing_input, _PKCS1V15, _SHA256)
             except (InvalidSignature, ValueError, TypeError):
                 return False
             return True

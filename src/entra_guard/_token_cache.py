@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
@@ -24,47 +24,24 @@ _sha256 = hashlib.sha256
 
 
 def digest_bytes(data: bytes) -> bytes:
-    """SHA-256 of a token's bytes: the key of every per-token cache (tokens are not kept)."""
+    """SHA-256 of a token's bytes: the key of every per-token cache (tokens are not kept).
+
+    Every request with a token pays this, cache hits included: the usual sizes (an Entra
+    token is 1-4 KB) are fed inline, as a helper call costs more per request in a running
+    app than in a loop (docs/benchmarks.md, part 2b)."""
     if len(data) < _DIGEST_SLICE:
         return _sha256(data).digest()
-    digest = _sha256(data[:_DIGEST_SLICE])
-    _feed(digest, data, _DIGEST_SLICE, len(data))
-    return digest.digest()
+    state = _sha256(data[:_DIGEST_SLICE])
+    if len(data) <= 2 * _DIGEST_SLICE:
+        state.update(data[_DIGEST_SLICE:])
+    else:
+        _feed(state, data, _DIGEST_SLICE, len(data))
+    return state.digest()
 
 
 def token_digest(token: str) -> bytes:
     """``digest_bytes`` of an ASCII token string (the verified-token cache key)."""
     return digest_bytes(token.encode("ascii"))
-
-
-class HashState(Protocol):
-    """A running SHA-256 (``hashlib``'s object): ``digest()`` of what it was fed."""
-
-    def digest(self) -> bytes: ...
-
-
-def digest_and_signing_hash(data: bytes) -> tuple[bytes, HashState]:
-    """``digest_bytes(data)`` and the SHA-256 state of the token up to its last ``.``
-    (a JWS's signing input, whose SHA-256 an RS256 verification needs), from one pass
-    over the token: the signing input is not hashed a second time inside the RSA check."""
-    cut = max(data.rfind(b"."), 0)
-    # Every request with a token pays this, cache hits included: the usual sizes (an
-    # Entra token's signing input is 1-4 KB) are fed inline, as a helper call costs
-    # ~0.5 us more per request in a running app (docs/benchmarks.md, part 2b).
-    if cut <= _DIGEST_SLICE:
-        state = _sha256(data[:cut])
-    else:
-        state = _sha256(data[:_DIGEST_SLICE])
-        if cut <= 2 * _DIGEST_SLICE:
-            state.update(data[_DIGEST_SLICE:cut])
-        else:
-            _feed(state, data, _DIGEST_SLICE, cut)
-    signing = state.copy()
-    if len(data) - cut <= _DIGEST_SLICE:
-        state.update(data[cut:])
-    else:
-        _feed(state, data, cut, len(data))
-    return state.digest(), signing
 
 
 def _feed(state: hashlib._Hash, data: bytes, start: int, stop: int) -> None:

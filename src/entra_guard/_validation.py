@@ -29,7 +29,6 @@ from ._crypto import NonCanonicalBase64, SigningKey, b64url_decode
 from ._errors import AuthError, ErrorCode
 from ._metadata import MetadataCache, TenantMetadata
 from ._settings import GUID_RE, EntraSettings
-from ._token_cache import HashState
 
 #: Largest token we look at (docs/security.md, step 1); bigger ones are refused unparsed.
 MAX_TOKEN_LENGTH = 16 * 1024
@@ -55,7 +54,6 @@ class Context:
         "now",
         "payload",
         "policy",
-        "sha256",
         "signature",
         "signing_input",
         "source",
@@ -74,7 +72,6 @@ class Context:
         self.x5t: str | None = None
         self.signing_input = b""
         #: SHA-256 state of exactly ``signing_input`` when the caller hashed it already.
-        self.sha256: HashState | None = None
         self.signature = b""
         self.payload: dict[str, Any] | None = None
         self.key: SigningKey | None = None
@@ -278,7 +275,7 @@ def rule_signature(v: TokenValidator, ctx: Context) -> None:
     """Only once this holds does the payload become the claims."""
     key, alg = ctx.key, ctx.alg
     assert key is not None and alg is not None
-    if not ctx.signature or not key.verify(alg, ctx.signing_input, ctx.signature, ctx.sha256):
+    if not ctx.signature or not key.verify(alg, ctx.signing_input, ctx.signature):
         raise AuthError("invalid_signature", "The token signature does not verify")
     ctx.claims = ctx.payload
 
@@ -535,17 +532,12 @@ class TokenValidator:
         now: float | None = None,
         *,
         payload: dict[str, Any] | None = None,
-        signing_hash: HashState | None = None,
     ) -> ValidatedToken:
         """Every rule, in order; ``now`` defaults to the clock read at this call.
         ``payload``: ``decode_json_segment`` of the token's payload segment, when the
-        caller decoded it already (the router); never anything else. ``signing_hash``:
-        the SHA-256 state of ``token`` up to its last ``.``
-        (``digest_and_signing_hash``); the ``format`` rule admits only three
-        segments, so that is exactly the signing input the ``signature`` rule checks."""
+        caller decoded it already (the router); never anything else."""
         ctx = Context(token, self.now() if now is None else now)
         ctx.payload = payload
-        ctx.sha256 = signing_hash
         for check, is_async in self._steps:
             if is_async:
                 await check(self, ctx)  # type: ignore[misc]
