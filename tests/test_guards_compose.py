@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Security
 from starlette.requests import HTTPConnection
 
 from entra_guard import (
     AuthError,
+    EntraRoute,
     EntraSettings,
     Guard,
     Principal,
@@ -33,7 +34,6 @@ from entra_guard import (
     require_tenants,
 )
 from entra_guard._errors import STATUS_BY_CODE
-from entra_guard._step_up import AuthContextGuard
 from entra_guard.testing import FakeEntraID
 
 from .conftest import ApiFactory, assert_refused, bearer, protected_app
@@ -301,6 +301,13 @@ def _callers(idp: FakeEntraID) -> list[Principal]:
     return [Principal.from_claims(idp.claims(**v), "2.0") for v in variants]
 
 
+class _Throttled(Guard):
+    """A guard of your own that refuses with something other than ``AuthError``."""
+
+    async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+        raise HTTPException(429, "slow down")
+
+
 def _guards(idp: FakeEntraID) -> list[Guard]:
     scopes, admin = require_scopes("Items.Read"), require_roles("Admin")
     return [
@@ -320,27 +327,70 @@ def _guards(idp: FakeEntraID) -> list[Guard]:
         scopes | admin,
         all_of(scopes, any_of(admin, refuse_guests)),
         require_auth_context("c1"),
+        _Throttled() | admin,
+        admin | _Throttled(),
+        scopes | require_groups(GROUP_A) | admin,
     ]
 
 
 async def test_a_guard_admits_only_callers_its_check_passes(fake_entra: FakeEntraID) -> None:
     """``EntraRoute`` skips the call of a guard that admits the caller: ``admits`` must
-    never say yes where ``check`` says no, and says yes wherever the token alone decides
-    (every built-in guard but Graph lookups and authentication contexts, which need the
-    request)."""
+    never say yes where ``check`` would not pass (refuse, raise anything else), and where
+    a guard says the token alone decides, a no from ``admits`` is a refusal from
+    ``check`` (what lets ``any_of`` skip it)."""
     scope = {"type": "http", "headers": [], "entra_guard.auth": None}
     connection = HTTPConnection(scope)
-    asked = 0
+    asked = decided = 0
     for guard in _guards(fake_entra):
         for principal in _callers(fake_entra):
             if guard.admits(principal):
                 asked += 1
-                await guard.check(principal, connection)  # must not raise
-                continue
-            if isinstance(guard, AuthContextGuard) or (
-                isinstance(guard, type(require_groups(GROUP_A))) and principal.groups_overage
-            ):
-                continue  # decided with the request (settings, Graph): not from the token
-            with pytest.raises(AuthError):
-                await guard.check(principal, connection)
-    assert asked > 20  # the fast path is taken, not just never wrong
+                await guard.check(principal, connection)  # must not raise anything
+            elif guard._token_decides:
+                decided += 1
+                with pytest.raises(AuthError):
+                    await guard.check(principal, connection)
+    assert asked > 20 and decided > 20  # the fast path is taken, not just never wrong
+    groups, throttled_first = require_groups(GROUP_A), _guards(fake_entra)[-3]
+    assert not groups._token_decides and not throttled_first._token_decides
+    assert require_auth_context("c1")._token_decides is False
+
+
+def test_a_subclass_that_changes_check_is_always_asked() -> None:
+    """Its parent's ``admits`` no longer speaks for it."""
+
+    class OnlyOnWeekdays(type(require_client_apps("x"))):  # type: ignore[misc]
+        async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+            raise AuthError("client_not_allowed", "Not today")
+
+    guard = OnlyOnWeekdays(("cccccccc-0000-0000-0000-00000000000c",))
+    caller = Principal.from_claims(
+        FakeEntraID().claims(app_id="cccccccc-0000-0000-0000-00000000000c"), "2.0"
+    )
+    assert require_client_apps("cccccccc-0000-0000-0000-00000000000c").admits(caller)
+    assert not guard.admits(caller) and not guard._token_decides
+
+
+def test_an_alternative_of_your_own_is_asked_in_its_turn(
+    start_api: ApiFactory,
+    entra_settings: EntraSettings,
+    client: httpx.Client,
+    fake_entra: FakeEntraID,
+) -> None:
+    """``any_of`` tries alternatives in order: one that raises something other than
+    ``AuthError`` before an alternative the caller satisfies is not skipped."""
+    app = protected_app(entra_settings)
+    app.router.route_class = EntraRoute
+
+    @app.get("/first", dependencies=[Depends(_Throttled() | require_roles("Admin"))])
+    async def first() -> dict[str, str]:
+        return {"ok": "first"}
+
+    @app.get("/second", dependencies=[Depends(require_roles("Admin") | _Throttled())])
+    async def second() -> dict[str, str]:
+        return {"ok": "second"}
+
+    url = start_api(app=app)
+    admin = bearer(fake_entra.token(roles=["Admin"]))
+    assert client.get(f"{url}/first", headers=admin).status_code == 429
+    assert client.get(f"{url}/second", headers=admin).json() == {"ok": "second"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import FrozenInstanceError, dataclass, fields
+from dataclasses import FrozenInstanceError, dataclass, fields, replace
 from typing import Any
 
 import pytest
@@ -236,6 +236,11 @@ def test_base64url_refuses_the_standard_alphabet_padding_and_strangers(segment: 
     assert not isinstance(refused.value, NonCanonicalBase64)
 
 
+class _AcceptsAnything:
+    def verify(self, msg: bytes, sig: bytes) -> bool:
+        return True
+
+
 def test_rs256_without_python_jose_checks_the_signing_input_and_nothing_else(
     fake_entra: FakeEntraID,
 ) -> None:
@@ -246,12 +251,17 @@ def test_rs256_without_python_jose_checks_the_signing_input_and_nothing_else(
     head, payload, signature_segment = token.split(".")
     signing_input, signature = f"{head}.{payload}".encode(), b64url_decode(signature_segment)
     assert key.verify("RS256", signing_input, signature)
+    # RS256 never reaches python-jose (its verifier here accepts everything), yet only
+    # the signed input and its own signature pass.
+    direct = replace(key, verifiers={**key.verifiers, "RS256": _AcceptsAnything()})
+    assert direct.verify("RS256", signing_input, signature)
     other_payload = fake_entra.token().split(".")[1]
-    assert not key.verify("RS256", f"{head}.{other_payload}".encode(), signature)
     tampered = bytes([signature[0] ^ 1]) + signature[1:]
-    assert not key.verify("RS256", signing_input, tampered)
-    assert not key.verify("RS256", signing_input, b"")
-    assert not key.verify("RS256", signing_input, signature + b"\x00")
+    for checked in (key, direct):
+        assert not checked.verify("RS256", f"{head}.{other_payload}".encode(), signature)
+        assert not checked.verify("RS256", signing_input, tampered)
+        assert not checked.verify("RS256", signing_input, b"")
+        assert not checked.verify("RS256", signing_input, signature + b"\x00")
     # The direct path is RS256 only: this RS256 signature does not verify under RS384, and
     # a key pinned to (or only allowed) RS384 has no direct path and refuses RS256.
     assert not key.verify("RS384", signing_input, signature)

@@ -179,3 +179,32 @@ async def test_an_auth_error_is_answered_only_while_no_response_has_started(
             await middleware(_http_scope("/late"), receive, send)
         assert raised.value.code == "missing_role"
         assert [m["type"] for m in sent] == ["http.response.start"]
+
+
+async def test_an_entra_auth_subclass_that_overrides_authenticate_gets_text(
+    entra_settings: EntraSettings, fake_entra: FakeEntraID
+) -> None:
+    """The middleware passes the header's bytes only to ``EntraAuth.authenticate`` itself."""
+    seen: list[type] = []
+
+    class Auditing(EntraAuth):
+        async def authenticate(self, token: str | bytes, **kwargs: Any) -> Principal:
+            seen.append(type(token))
+            return await super().authenticate(token, **kwargs)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = _http_scope("/")
+    scope["headers"] = [(b"authorization", b"Bearer not-a-token")]
+    async with Auditing(entra_settings) as auth:
+        await EntraAuthMiddleware(app, auth=auth)(scope, receive, send)
+    assert seen == [str]
+    assert scope["entra_guard.error"].code == "malformed_token"

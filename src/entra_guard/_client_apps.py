@@ -23,6 +23,8 @@ from ._settings import EntraSettings, check_label
 class ClientAppsGuard(Guard):
     """``require_client_apps(...)``: ``Principal.app_id`` is listed (case-insensitive)."""
 
+    _token_decides = True
+
     def __init__(self, app_ids: tuple[str, ...]) -> None:
         if not app_ids:
             raise ValueError("require_client_apps needs at least one application id")

@@ -115,6 +115,19 @@ class Guard(SecurityBase):
         decides; the default, so a guard of your own is always asked."""
         return False
 
+    #: ``admits`` is the whole answer: where it says no, ``check`` raises ``AuthError``
+    #: and does nothing else (no I/O, no side effect), so ``any_of`` may skip this guard
+    #: to reach one that admits. Only the built-in guards that read the token alone.
+    _token_decides = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "check" in vars(cls) and "admits" not in vars(cls):
+            # A subclass that changes ``check``: its parent's ``admits`` no longer
+            # speaks for it, so it is asked every time.
+            cls.admits = Guard.admits  # type: ignore[method-assign]
+            cls._token_decides = False
+
     def scope_alternatives(self) -> list[frozenset[str]]:
         """Short scope names that satisfy the guard, as alternatives (for OpenAPI)."""
         return [_NO_SCOPES]
@@ -144,6 +157,8 @@ async def _refuse_websocket(websocket: WebSocket, exc: AuthError) -> None:
 
 
 class _Authenticated(Guard):
+    _token_decides = True
+
     def admits(self, principal: Principal) -> bool:
         return True
 
@@ -156,6 +171,8 @@ require_principal = _Authenticated()
 
 
 class _Scopes(Guard):
+    _token_decides = True
+
     def __init__(self, scopes: tuple[str, ...]) -> None:
         if not scopes:
             raise ValueError("require_scopes needs at least one scope")
@@ -197,6 +214,8 @@ class _Membership(Guard):
     names are GUIDs (compared lower-cased; ``Principal`` lower-cases its own once)
     and the refusal.
     """
+
+    _token_decides = True
 
     def __init__(
         self,
@@ -268,6 +287,8 @@ def _wids_of(principal: Principal) -> frozenset[str]:
 
 
 class _ScopesOrAppRoles(Guard):
+    _token_decides = True
+
     def __init__(self, scopes: tuple[str, ...], app_roles: tuple[str, ...]) -> None:
         if not scopes and not app_roles:
             raise ValueError("require_scopes_or_app_roles needs scopes, app_roles or both")
@@ -393,6 +414,8 @@ def require_directory_roles(*role_template_ids: str) -> Guard:
 
 
 class _TokenType(Guard):
+    _token_decides = True
+
     def __init__(self, app_only: bool) -> None:
         self.app_only = app_only
 
@@ -415,6 +438,8 @@ require_delegated = _TokenType(app_only=False)
 
 
 class _NoGuests(Guard):
+    _token_decides = True
+
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         if not self.admits(principal):
             raise AuthError("guest_not_allowed", "Guest users may not use this route")
@@ -433,6 +458,7 @@ refuse_guests = _NoGuests()
 class _AllOf(Guard):
     def __init__(self, guards: tuple[Guard, ...]) -> None:
         self.guards = guards
+        self._token_decides = all(guard._token_decides for guard in guards)
 
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         for guard in self.guards:
@@ -463,6 +489,7 @@ class _AllOf(Guard):
 class _AnyOf(Guard):
     def __init__(self, guards: tuple[Guard, ...]) -> None:
         self.guards = guards
+        self._token_decides = all(guard._token_decides for guard in guards)
 
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
         first: AuthError | None = None
@@ -482,7 +509,15 @@ class _AnyOf(Guard):
         raise error
 
     def admits(self, principal: Principal) -> bool:
-        return any(guard.admits(principal) for guard in self.guards)
+        # In ``check``'s order: an alternative before the one that admits may be skipped
+        # only when it would refuse with ``AuthError`` and nothing else (a guard of your
+        # own may raise something else, or record the call).
+        for guard in self.guards:
+            if guard.admits(principal):
+                return True
+            if not guard._token_decides:
+                return False
+        return False
 
     def scope_alternatives(self) -> list[frozenset[str]]:
         combos = list(

@@ -144,6 +144,9 @@ class EntraAuthMiddleware:
         #: The first ``EntraAuth`` (the only one, usually).
         self.auth = self.router.primary
         self._single = len(self.router.auths) == 1
+        # The header's bytes spare a cache hit two copies of the token; a subclass that
+        # overrides ``authenticate`` gets the ``str`` it was written for.
+        self._sends_bytes = type(self.auth).authenticate is EntraAuth.authenticate
         #: Whole-segment prefixes (a trailing ``/`` is ignored): see ``excluded_path``.
         self.exclude_paths = tuple(p.rstrip("/") for p in exclude_paths)
         # Start-up checks of the declared guards and RFC 9728 metadata (docs/step-up.md);
@@ -171,8 +174,9 @@ class EntraAuthMiddleware:
         if token is not None:
             try:
                 if self._single:
-                    # The header's bytes: a cache hit never copies the token into a str.
-                    principal = await self.auth.authenticate(token)
+                    principal = await self.auth.authenticate(
+                        token if self._sends_bytes else token.decode("latin-1")
+                    )
                 else:
                     scope[AUTH_KEY], principal = await self.router.authenticate(
                         token.decode("latin-1")
