@@ -94,12 +94,7 @@ class SigningKey:
     #: only set next to an RS256 verifier.
     rs256: RSAPublicKey | None = None
 
-    def verify(
-        self,
-        alg: str,
-        signing_input: bytes,
-        signature: bytes,
-    ) -> bool:
+    def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
         """True only for a valid signature by this key under ``alg``."""
         if self.alg is not None and self.alg != alg:
             return False

@@ -298,21 +298,21 @@ class _ScopesOrAppRoles(Guard):
         self._roles = app_roles
 
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
+        if self.admits(principal):
+            return
         if principal.is_app_only:
-            if self.app_roles.isdisjoint(principal.roles):
-                detail = (
-                    f"App-only tokens need one of the app roles: {' '.join(self._roles)}"
-                    if self._roles
-                    else "This route does not accept app-only tokens"
-                )
-                raise AuthError("missing_role", detail)
-        elif self.scopes.isdisjoint(principal.scopes):
             detail = (
-                f"Delegated tokens need one of the scopes: {' '.join(self._scopes)}"
-                if self._scopes
-                else "This route does not accept delegated (user) tokens"
+                f"App-only tokens need one of the app roles: {' '.join(self._roles)}"
+                if self._roles
+                else "This route does not accept app-only tokens"
             )
-            raise AuthError("insufficient_scope", detail, scopes=self._scopes)
+            raise AuthError("missing_role", detail)
+        detail = (
+            f"Delegated tokens need one of the scopes: {' '.join(self._scopes)}"
+            if self._scopes
+            else "This route does not accept delegated (user) tokens"
+        )
+        raise AuthError("insufficient_scope", detail, scopes=self._scopes)
 
     def admits(self, principal: Principal) -> bool:
         if principal.is_app_only:
@@ -352,7 +352,7 @@ class _Groups(Guard):
         return {"groups": self.groups}
 
     async def check(self, principal: Principal, connection: HTTPConnection) -> None:
-        if not self.groups.isdisjoint(principal.groups):  # both lower-cased
+        if self.admits(principal):
             return
         if principal.groups_overage:
             auth = connection.scope.get(AUTH_KEY)
@@ -364,7 +364,8 @@ class _Groups(Guard):
         raise AuthError("missing_group", "The caller is not a member of a group this route needs")
 
     def admits(self, principal: Principal) -> bool:
-        return not self.groups.isdisjoint(principal.groups)  # in the token: no Graph call
+        # In the token (both sides lower-cased): no Graph call.
+        return not self.groups.isdisjoint(principal.groups)
 
     def __repr__(self) -> str:
         return f"require_groups{self._listed!r}"

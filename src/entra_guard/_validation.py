@@ -71,7 +71,6 @@ class Context:
         self.kid: str | None = None
         self.x5t: str | None = None
         self.signing_input = b""
-        #: SHA-256 state of exactly ``signing_input`` when the caller hashed it already.
         self.signature = b""
         self.payload: dict[str, Any] | None = None
         self.key: SigningKey | None = None
@@ -527,11 +526,7 @@ class TokenValidator:
         return metadata.tenant_id if self.tenant_is_domain else self.settings.tenant_id
 
     async def validate(
-        self,
-        token: str,
-        now: float | None = None,
-        *,
-        payload: dict[str, Any] | None = None,
+        self, token: str, now: float | None = None, *, payload: dict[str, Any] | None = None
     ) -> ValidatedToken:
         """Every rule, in order; ``now`` defaults to the clock read at this call.
         ``payload``: ``decode_json_segment`` of the token's payload segment, when the
